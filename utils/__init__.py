@@ -1,0 +1,1 @@
+"""Library code behind the notebooks: data, profiles, augmentation, distillation methods, results I/O."""

@@ -1,0 +1,42 @@
+"""Distillation methods behind one call: `distill(method, data, task, config, ...)` returns a SyntheticSet.
+
+To add a method: write a module with a frozen config dataclass (with `iterations` and `checkpoint_every`)
+and a distiller class with `step`, `state_dict`, `load_state_dict` and `synthetic`, then register it in
+`METHODS`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from utils.data import Dataset
+from utils.distill.base import DistillTask, distill_or_load, method_config, run_distillation
+from utils.distill.gradient_matching import GradientMatching, GradientMatchingConfig
+from utils.synthetic import SyntheticSet, synthetic_path
+
+METHODS = {"gm": GradientMatching}
+METHOD_LABELS = {"gm": "Gradient matching + DSA", "dm": "Distribution matching", "mtt": "Trajectory matching"}
+
+__all__ = ["METHODS", "DistillTask", "GradientMatchingConfig", "distill"]
+
+
+def distill(method: str, data: Dataset, task: DistillTask, config, *, results_dir: str | os.PathLike,
+            profile: str, seed: int, device: torch.device, precision: str) -> tuple[SyntheticSet, bool]:
+    """Distil `task` with `method` or reuse a saved set of the same configuration; returns (set, reused)."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    if task.dataset != data.name:
+        raise ValueError(f"task.dataset={task.dataset!r} does not match the loaded dataset {data.name!r}")
+    full = {"method": method, "dataset": task.dataset, "ipc": task.ipc, "init": task.init,
+            "im_size": list(data.im_size), "method_config": method_config(config), "profile": profile,
+            "seed": seed, "precision": precision}
+
+    def build() -> SyntheticSet:
+        distiller = METHODS[method](data, task, config, seed=seed, device=device, precision=precision)
+        return run_distillation(distiller, iterations=config.iterations, config=full, data=data,
+                                checkpoint_every=config.checkpoint_every, device=device,
+                                desc=f"{method} {task.dataset} ipc{task.ipc} {task.init}")
+
+    return distill_or_load(synthetic_path(results_dir, method, task.dataset, task.ipc, task.init), build, full)

@@ -1,0 +1,157 @@
+"""Gradient matching (Dataset Condensation, Zhao, Mopuri & Bilen, ICLR 2021) with optional DSA.
+
+Each outer iteration draws a fresh network; `outer_loop` times it matches, class by class, the gradient of
+the loss on a real batch with the gradient on the synthetic images, updates the images, then trains the
+network `inner_loop` steps on the synthetic set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from networks import get_network
+from utility import autocast
+from utils.augment import DSA, strategy_for
+from utils.data import Dataset
+from utils.distill.base import DistillTask
+from utils.synthetic import initial_images
+
+DISTANCES = ("layerwise", "mse", "cos")
+# images per class -> (outer_loop, inner_loop), from the DC paper.
+PAPER_LOOPS = ((1, 1, 1), (10, 10, 50), (20, 20, 25), (50, 50, 10))
+
+
+@dataclass(frozen=True)
+class GradientMatchingConfig:
+    """Hyperparameters of gradient matching; `loops` rows are (ipc, outer_loop, inner_loop)."""
+
+    iterations: int = 1000
+    real_batch: int = 256
+    lr_img: float = 0.1
+    momentum_img: float = 0.5
+    lr_net: float = 0.01
+    momentum_net: float = 0.5
+    distance: str = "layerwise"
+    loops: tuple[tuple[int, int, int], ...] = PAPER_LOOPS
+    dsa: bool = True
+    architecture: str = "ConvNet"
+    checkpoint_every: int = 10
+
+    def loops_for(self, ipc: int) -> tuple[int, int]:
+        """(outer_loop, inner_loop) for `ipc`; an ipc missing from the table is an error."""
+        table = {row[0]: row[1:] for row in self.loops}
+        if ipc not in table:
+            raise ValueError(f"No gradient-matching loops for ipc={ipc}; the `loops` table has ipc "
+                             f"{sorted(table)}. Add a row (ipc, outer_loop, inner_loop) to choose them.")
+        return table[ipc]
+
+
+def gradient_distance(real: list[torch.Tensor], syn: list[torch.Tensor], kind: str = "layerwise") -> torch.Tensor:
+    """Distance between two lists of parameter gradients.
+
+    'layerwise' (the papers'): for every weight tensor, sum over output nodes of 1 - cosine; biases and
+    norm parameters (1-D) are ignored. 'mse': summed squared difference. 'cos': 1 - cosine of the
+    concatenated gradients.
+    """
+    if kind == "layerwise":
+        total = syn[0].new_zeros(())
+        for gr, gs in zip(real, syn):
+            if gr.dim() == 1:
+                continue
+            gr, gs = gr.flatten(1), gs.flatten(1)
+            cosine = (gr * gs).sum(-1) / (gr.norm(dim=-1) * gs.norm(dim=-1) + 1e-6)
+            total = total + (1 - cosine).sum()
+        return total
+    if kind == "mse":
+        return sum(((gs - gr) ** 2).sum() for gr, gs in zip(real, syn))
+    if kind == "cos":
+        gr = torch.cat([g.flatten() for g in real])
+        gs = torch.cat([g.flatten() for g in syn])
+        return 1 - (gr * gs).sum() / (gr.norm() * gs.norm() + 1e-6)
+    raise ValueError(f"Unknown distance {kind!r}; allowed: {', '.join(DISTANCES)}")
+
+
+class GradientMatching:
+    """Gradient-matching distiller (see module docstring); one `step` is one outer iteration."""
+
+    def __init__(self, data: Dataset, task: DistillTask, config: GradientMatchingConfig, *, seed: int,
+                 device: torch.device, precision: str):
+        if config.distance not in DISTANCES:
+            raise ValueError(f"Unknown distance {config.distance!r}; allowed: {', '.join(DISTANCES)}")
+        self.data, self.task, self.config = data, task, config
+        self.outer_loop, self.inner_loop = config.loops_for(task.ipc)
+        self.device, self.precision = device, precision
+        self.generator = torch.Generator().manual_seed(seed)
+        images, self.labels = initial_images(data, task.ipc, task.init, self.generator)
+        self.images = images.to(device).requires_grad_(True)
+        self.optimizer = torch.optim.SGD([self.images], lr=config.lr_img, momentum=config.momentum_img)
+        self.dsa = DSA(strategy_for(data.name) if config.dsa else "none", seed=seed)
+        self.class_indices = data.class_indices()
+        self.x_train = data.x_train.to(device)
+        self.seed = seed
+
+    def _real_batch(self, c: int) -> torch.Tensor:
+        idx = self.class_indices[c]
+        pick = idx[torch.randperm(len(idx), generator=self.generator)[: self.config.real_batch]]
+        return self.x_train[pick.to(self.device)]
+
+    def _match(self, net: torch.nn.Module, params: list[torch.Tensor]) -> torch.Tensor:
+        loss = self.images.new_zeros(())
+        ipc = self.task.ipc
+        for c in range(self.data.num_classes):
+            real = self._real_batch(c)
+            syn = self.images[c * ipc:(c + 1) * ipc]
+            aug = self.dsa.sample(max(len(real), len(syn)))
+            target_real = torch.full((len(real),), c, device=self.device)
+            with autocast(self.device, self.precision):
+                real_loss = F.cross_entropy(net(self.dsa.apply(real, aug)), target_real)
+            g_real = [g.detach().float() for g in torch.autograd.grad(real_loss, params)]
+            syn_loss = F.cross_entropy(net(self.dsa.apply(syn, aug)), target_real[: len(syn)])
+            g_syn = torch.autograd.grad(syn_loss, params, create_graph=True)
+            loss = loss + gradient_distance(g_real, list(g_syn), self.config.distance)
+        return loss
+
+    def step(self) -> float:
+        """One outer iteration; returns the matching loss averaged over outer loops and classes."""
+        cfg = self.config
+        net = get_network(cfg.architecture, self.data.channels, self.data.num_classes, self.data.im_size)
+        net = net.to(self.device).train()
+        params = list(net.parameters())
+        net_opt = torch.optim.SGD(params, lr=cfg.lr_net, momentum=cfg.momentum_net)
+        labels = self.labels.to(self.device)
+        total = 0.0
+        for outer in range(self.outer_loop):
+            loss = self._match(net, params)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item()
+            if outer == self.outer_loop - 1:
+                break
+            images = self.images.detach()
+            for _ in range(self.inner_loop):
+                with autocast(self.device, self.precision):
+                    net_loss = F.cross_entropy(net(self.dsa(images)), labels)
+                net_opt.zero_grad(set_to_none=True)
+                net_loss.backward()
+                net_opt.step()
+        return total / (self.outer_loop * self.data.num_classes)
+
+    def state_dict(self) -> dict:
+        return {"images": self.images.detach().cpu(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "dsa": self.dsa.generator.get_state(),
+                "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.images.copy_(state["images"].to(self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.dsa.generator.set_state(state["dsa"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def synthetic(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        return self.images.detach(), self.labels, None

@@ -1,0 +1,60 @@
+"""Train a network on a whole (or sub-sampled) real training set: the full-data baselines of 01, 04 and 05.
+
+Results are cached with their configuration and reused when it matches.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+
+from networks import get_network
+from utility import Timer, count_macs, count_parameters, evaluate, set_seed, train
+from utils.data import Dataset
+from utils.distill.base import config_hash
+from utils.notebook import stratified_subset
+from utils.paths import cache_dir
+from utils.results import atomic_write
+
+
+@dataclass(frozen=True)
+class FullTrainingConfig:
+    """One full-data training run (SGD momentum 0.9, wd 5e-4, cosine annealing from `lr`)."""
+
+    dataset: str
+    architecture: str = "ConvNet"
+    epochs: int = 20
+    train_images: int | None = None
+    batch_size: int = 256
+    lr: float = 0.01
+    seed: int = 0
+    precision: str = "fp32"
+
+
+def train_full(data: Dataset, config: FullTrainingConfig, device: torch.device, progress: bool = True) -> dict:
+    """Train and test one network; returns metrics, per-epoch history, MACs and times (cached by config)."""
+    key = {**asdict(config), "im_size": list(data.im_size), "test_images": len(data.x_test)}
+    path = cache_dir() / "full_training" / f"{config_hash(key)}.json"
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached["config"] == key:
+            return cached
+    set_seed(config.seed)
+    x, y = data.x_train, data.y_train
+    if config.train_images is not None and config.train_images < len(x):
+        x, y = stratified_subset(x, y, config.train_images, config.seed)
+    model = get_network(config.architecture, data.channels, data.num_classes, data.im_size).to(device)
+    history = train(model, x, y, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+                    schedule="cosine", test=(data.x_test, data.y_test), precision=config.precision,
+                    progress=f"{config.architecture} on {config.dataset}" if progress else False)
+    with Timer() as test_timer:
+        metrics = evaluate(model, data.x_test, data.y_test, precision=config.precision)
+    result = {"config": key, "metrics": metrics, "train_loss": history.train_loss,
+              "test_accuracy": history.test_accuracy, "train_seconds": history.train_seconds,
+              "test_seconds": test_timer.seconds, "train_images": len(x), "test_images": len(data.x_test),
+              "macs_per_image": count_macs(model, (data.channels, *data.im_size)),
+              "parameters": count_parameters(model), "device": str(device)}
+    atomic_write(path, lambda p: p.write_text(json.dumps(result)))
+    return result

@@ -1,0 +1,35 @@
+"""Classification metrics (accuracy, balanced accuracy, AUC) and rank correlations, from logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import stats
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve via the Mann-Whitney U statistic (ties count one half)."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = stats.rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy, balanced accuracy (mean per-class recall) and AUC (binary, or macro one-vs-rest)."""
+    probs = logits.float().softmax(1).numpy()
+    y = labels.numpy()
+    pred = probs.argmax(1)
+    classes = range(probs.shape[1])
+    recalls = [(pred[y == c] == c).mean() for c in classes if (y == c).any()]
+    if probs.shape[1] == 2:
+        auc = roc_auc(probs[:, 1], y == 1)
+    else:
+        auc = float(np.nanmean([roc_auc(probs[:, c], y == c) for c in classes]))
+    return {"accuracy": float((pred == y).mean()), "balanced_accuracy": float(np.mean(recalls)), "auc": auc}
+
+
+def rank_correlations(a: list[float], b: list[float]) -> dict[str, float]:
+    """Spearman and Kendall rank correlation between two score lists."""
+    return {"spearman": float(stats.spearmanr(a, b).statistic), "kendall": float(stats.kendalltau(a, b).statistic)}

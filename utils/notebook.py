@@ -1,0 +1,65 @@
+"""One call that sets a notebook up from its papermill parameters: profile, device, data, result writer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from utility import Augment, SyntheticEvaluation, evaluate_training_set, get_device, resolve_precision, set_seed
+from utils.data import Dataset, load_dataset
+from utils.paths import results_dir as resolve_results_dir
+from utils.profiles import Profile, get_profile
+from utils.results import ResultWriter
+
+
+def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` examples with classes in their original proportions, chosen reproducibly."""
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(x), generator=generator)[:n].sort().values
+    return x[keep], y[keep]
+
+
+@dataclass
+class NotebookRun:
+    """Everything a notebook needs after its parameters cell."""
+
+    profile: Profile
+    device: torch.device
+    precision: str
+    seed: int
+    data_root: str | None
+    writer: ResultWriter
+
+    def load(self, name: str, im_size: int | None = None) -> Dataset:
+        """Load a dataset; the profile may cap the test set size (smoke)."""
+        data = load_dataset(name, self.data_root, im_size)
+        limit = self.profile.evaluation.test_images
+        if limit is not None and limit < len(data.x_test):
+            data.x_test, data.y_test = stratified_subset(data.x_test, data.y_test, limit, self.seed)
+        return data
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, architecture: str = "ConvNet",
+                 augment: Augment | None = None, epochs: int | None = None, n_models: int | None = None,
+                 lr: float | None = None) -> SyntheticEvaluation:
+        """The distilled-set evaluation protocol with this profile's budget (epochs: DSA or plain)."""
+        ev = self.profile.evaluation
+        default_epochs = ev.dsa_epochs if augment is not None else ev.epochs
+        return evaluate_training_set(
+            x, y, (data.x_test, data.y_test), channels=data.channels, num_classes=data.num_classes,
+            im_size=data.im_size, architecture=architecture, n_models=n_models or ev.n_models,
+            epochs=epochs or default_epochs, lr=lr or ev.lr, batch_size=ev.batch_size, augment=augment,
+            seed=self.seed, device=self.device, precision=self.precision)
+
+
+def start(notebook: str, profile: str, data_root: str | None, results_dir: str | None, seed: int,
+          device: str) -> NotebookRun:
+    """Resolve a notebook's parameters; a smoke run never writes to the committed `results/`."""
+    settings = get_profile(profile)
+    torch_device = get_device(device)
+    set_seed(seed)
+    out = resolve_results_dir(profile, results_dir)
+    writer = ResultWriter(out, notebook=notebook, profile=profile, seed=seed, device=str(torch_device))
+    precision = resolve_precision(settings.precision, torch_device)
+    print(f"{notebook}: profile={profile} device={torch_device} precision={precision} seed={seed} results={out}")
+    return NotebookRun(settings, torch_device, precision, seed, data_root, writer)

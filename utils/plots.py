@@ -1,0 +1,77 @@
+"""Figures shared by the notebooks: learning curves, synthetic images per class, loss curves, scatter plots."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import torch
+
+from utility import TrainHistory
+from utils.data import Dataset
+
+
+def learning_curves(histories: dict[str, TrainHistory]) -> plt.Figure:
+    """Training loss and test accuracy per epoch, one line per run."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, h in histories.items():
+        epochs = range(1, len(h.train_loss) + 1)
+        ax_loss.plot(epochs, h.train_loss, marker="o", label=name)
+        ax_acc.plot(epochs, [100 * a for a in h.test_accuracy], marker="o", label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss")
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _grid(images: torch.Tensor, rows: int) -> torch.Tensor:
+    """Tile N x C x H x W images into one C x (rows*H) x (cols*W) canvas, row-major."""
+    n, c, h, w = images.shape
+    cols = n // rows
+    return images[: rows * cols].view(rows, cols, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w)
+
+
+def synthetic_before_after(before: torch.Tensor, after: torch.Tensor, data: Dataset, title: str,
+                           max_per_class: int = 10) -> plt.Figure:
+    """Synthetic images before and after distillation side by side, one row per class."""
+    ipc = len(before) // data.num_classes
+    show = min(ipc, max_per_class)
+    pick = torch.cat([torch.arange(c * ipc, c * ipc + show) for c in range(data.num_classes)])
+    fig, axes = plt.subplots(1, 2, figsize=(2 + 0.6 * show * 2, 0.6 * data.num_classes + 1))
+    for ax, images, label in zip(axes, (before, after), ("initial", "distilled")):
+        canvas = _grid(data.denormalise(images[pick]), data.num_classes)
+        ax.imshow(canvas.permute(1, 2, 0).squeeze(-1), cmap="gray" if data.channels == 1 else None)
+        ax.set_title(label)
+        ax.set_xticks([])
+        ax.set_yticks([(i + 0.5) * data.im_size[0] for i in range(data.num_classes)], data.classes)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(losses: dict[str, list[float]], ylabel: str = "matching loss") -> plt.Figure:
+    """Distillation loss per iteration, one line per run."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, values in losses.items():
+        ax.plot(range(1, len(values) + 1), values, label=name)
+    ax.set(xlabel="iteration", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def scatter(x: list[float], y: list[float], labels: list[str], xlabel: str, ylabel: str, title: str = "",
+            logx: bool = False) -> plt.Figure:
+    """Labelled scatter plot (e.g. full-data vs distilled-data accuracy per candidate)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter(x, y)
+    for xi, yi, label in zip(x, y, labels):
+        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logx:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

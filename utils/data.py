@@ -56,6 +56,13 @@ class Dataset:
         return (x.cpu() * std + mean).clamp(0, 1)
 
 
+def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` examples with classes in their original proportions, chosen reproducibly."""
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(x), generator=generator)[:n].sort().values
+    return x[keep], y[keep]
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset is missing from the data root and cannot be downloaded."""
 
@@ -116,28 +123,34 @@ def _mhist_raw(root: Path, im_size: int) -> dict[str, np.ndarray]:
 
 
 def _source_stamp(root: Path, name: str) -> str:
-    candidates = {"MNIST": root / "MNIST" / "raw", "CIFAR10": root / "cifar10.npz", "MHIST": root / "mhist"}
-    path = candidates[name]
-    return f"{path.resolve()}:{path.stat().st_mtime_ns}" if path.exists() else f"{path.resolve()}:download"
+    """Identifies the source files, so that a changed source invalidates the cache."""
+    sources = {"MNIST": [root / "MNIST" / "raw"], "CIFAR10": [root / "cifar10.npz"],
+               "MHIST": [root / "mhist" / "annotations.csv", root / "mhist" / "images"]}[name]
+    parts = [f"{p.resolve()}:{p.stat().st_mtime_ns}:{p.stat().st_size}" if p.exists() else f"{p}:missing"
+             for p in sources]
+    return "|".join(parts)
 
 
-def _raw_arrays(name: str, root: Path, im_size: int) -> dict[str, torch.Tensor]:
-    """uint8 arrays of a dataset, from the project cache when the source is unchanged."""
+def _prepared(name: str, root: Path, im_size: int) -> dict:
+    """uint8 arrays of a dataset and its training-set channel mean/std, from the project cache when the
+    source is unchanged."""
     stamp = _source_stamp(root, name)
     cache = cache_dir() / "data" / f"{name}_{im_size}.pt"
     if cache.exists():
         cached = torch.load(cache, weights_only=True)
         if cached["stamp"] == stamp:
-            return cached["arrays"]
+            return cached
     raw = {"MNIST": _mnist_raw, "CIFAR10": _cifar10_raw}.get(name)
     arrays = raw(root) if raw else _mhist_raw(root, im_size)
     tensors = {k: torch.from_numpy(np.array(v)).to(torch.uint8 if k.startswith("x") else torch.int64)
                for k, v in arrays.items()}
+    pixels = tensors["x_train"].transpose(0, 1).reshape(tensors["x_train"].shape[1], -1).double() / 255
+    prepared = {"stamp": stamp, "arrays": tensors, "mean": pixels.mean(1).float(), "std": pixels.std(1).float()}
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"stamp": stamp, "arrays": tensors}, tmp)
+    torch.save(prepared, tmp)
     os.replace(tmp, cache)
-    return tensors
+    return prepared
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, im_size: int | None = None) -> Dataset:
@@ -146,10 +159,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, im_size: int 
         raise ValueError(f"Unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
     if im_size is not None and name != "MHIST":
         raise ValueError(f"im_size is only configurable for MHIST, not {name}")
-    arrays = _raw_arrays(name, data_root(root), im_size or 64)
+    prepared = _prepared(name, data_root(root), im_size or 64)
+    arrays, mean, std = prepared["arrays"], prepared["mean"], prepared["std"]
     x_train = arrays["x_train"].float().div_(255)
-    mean = x_train.mean(dim=(0, 2, 3))
-    std = x_train.std(dim=(0, 2, 3))
 
     def normalise(x: torch.Tensor) -> torch.Tensor:
         return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))

@@ -12,9 +12,8 @@ import torch
 
 from networks import get_network
 from utility import Timer, count_macs, count_parameters, evaluate, set_seed, train
-from utils.data import Dataset
+from utils.data import Dataset, stratified_subset
 from utils.distill.base import config_hash
-from utils.notebook import stratified_subset
 from utils.paths import cache_dir
 from utils.results import atomic_write
 

@@ -7,17 +7,10 @@ from dataclasses import dataclass
 import torch
 
 from utility import Augment, SyntheticEvaluation, evaluate_training_set, get_device, resolve_precision, set_seed
-from utils.data import Dataset, load_dataset
+from utils.data import Dataset, load_dataset, stratified_subset
 from utils.paths import results_dir as resolve_results_dir
 from utils.profiles import Profile, get_profile
 from utils.results import ResultWriter
-
-
-def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` examples with classes in their original proportions, chosen reproducibly."""
-    generator = torch.Generator().manual_seed(seed)
-    keep = torch.randperm(len(x), generator=generator)[:n].sort().values
-    return x[keep], y[keep]
 
 
 @dataclass

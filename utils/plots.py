@@ -75,3 +75,37 @@ def scatter(x: list[float], y: list[float], labels: list[str], xlabel: str, ylab
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def grouped_bars(table, label_column: str, title: str, ylabel: str = "test accuracy (%)") -> plt.Figure:
+    """Bars of 'mean ± std' cells: one group per row of `table`, one bar per other column, std as error bar."""
+    columns = [c for c in table.columns if c != label_column]
+    parse = [[tuple(float(v) for v in str(cell).split(" ± ")) for cell in table[c]] for c in columns]
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(table) * len(columns) / 3, 4))
+    width = 0.8 / len(columns)
+    for k, (column, values) in enumerate(zip(columns, parse)):
+        positions = [i + k * width for i in range(len(table))]
+        ax.bar(positions, [v[0] for v in values], width, yerr=[v[1] for v in values], label=column, capsize=2)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(table))], table[label_column], rotation=20, ha="right",
+                  fontsize=8)
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(6, len(columns)))
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(matrix: torch.Tensor, classes: list[str], title: str) -> plt.Figure:
+    """Confusion matrix with counts and row-normalised percentages."""
+    fig, ax = plt.subplots(figsize=(4, 3.5))
+    rates = matrix.float() / matrix.sum(1, keepdim=True).clamp(min=1)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{int(matrix[i, j])}\n{100 * rates[i, j]:.0f}%", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig

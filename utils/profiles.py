@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from utils.distill.distribution_matching import DistributionMatchingConfig
 from utils.distill.gradient_matching import GradientMatchingConfig
+from utils.distill.trajectory_matching import TrajectoryMatchingConfig
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,12 @@ class CrossArchSettings:
     """03: architectures each saved set is trained on."""
 
     architectures: tuple[str, ...] = ("ConvNet", "LeNet", "AlexNet", "VGG11", "ResNet18", "MLP")
-    ipcs: tuple[int, ...] = (10,)   # which saved sets to transfer
+    datasets: tuple[str, ...] = ("MNIST", "CIFAR10")   # which saved sets to transfer ...
+    ipcs: tuple[int, ...] = (10,)
+    inits: tuple[str, ...] = ("real", "noise")
     epochs: int = 300
     n_models: int = 5
+    test_images: int | None = None   # None: the whole real test set
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,9 @@ class NasSettings:
     """04: candidate ConvNets trained on full data and on a distilled set; rankings compared."""
 
     dataset: str = "CIFAR10"
+    method: str = "gm"                # the distilled set searched on: <method>_<dataset>_ipc<ipc>_<init>.pt
+    ipc: int = 10
+    init: str = "real"
     depths: tuple[int, ...] = (1, 2, 3, 4)
     widths: tuple[int, ...] = (32, 64, 128, 256)
     full_epochs: int = 20
@@ -69,13 +77,27 @@ class NasSettings:
 
 @dataclass(frozen=True)
 class MhistSettings:
-    """05: MHIST resolution, network depth, distilled sets and baseline budget."""
+    """05: MHIST resolution, ConvNet depth (4 at 64 px, 5 at 128, 7 at 224), distilled sets and budgets."""
 
     im_size: int = 128
     depth: int = 5
     ipcs: tuple[int, ...] = (10, 50)
     inits: tuple[str, ...] = ("real", "noise")
     baseline_epochs: int = 20
+    eval_epochs: int = 1000          # distilled-set evaluation, trained with DSA (flip and rotate suit histology)
+    n_models: int = 5
+    gm: GradientMatchingConfig = field(default_factory=GradientMatchingConfig)
+    dm: DistributionMatchingConfig = field(default_factory=DistributionMatchingConfig)
+    mtt: TrajectoryMatchingConfig = field(default_factory=TrajectoryMatchingConfig)
+
+    @property
+    def architecture(self) -> str:
+        """The ConvNet of this depth, used for distillation, evaluation and the baseline."""
+        return f"ConvNetD{self.depth}"
+
+    def method_config(self, method: str, ipc: int):
+        """The distillation configuration of `method` for MHIST, with this profile's ConvNet depth."""
+        return replace(_method_config(self, method, ipc), architecture=self.architecture)
 
 
 @dataclass(frozen=True)
@@ -88,24 +110,55 @@ class Profile:
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     study: DistillStudySettings = field(default_factory=DistillStudySettings)
     gm: GradientMatchingConfig = field(default_factory=GradientMatchingConfig)
+    dm: DistributionMatchingConfig = field(default_factory=DistributionMatchingConfig)
+    mtt: TrajectoryMatchingConfig = field(default_factory=TrajectoryMatchingConfig)   # authors' CIFAR-10 ipc 10
     cross_arch: CrossArchSettings = field(default_factory=CrossArchSettings)
     nas: NasSettings = field(default_factory=NasSettings)
     mhist: MhistSettings = field(default_factory=MhistSettings)
 
+    def method_config(self, method: str, ipc: int):
+        """The distillation configuration of `method` ('gm', 'dm' or 'mtt') for `ipc` in this profile."""
+        return _method_config(self, method, ipc)
 
 
-PAPER = Profile(name="paper")
+
+def _method_config(settings, method: str, ipc: int):
+    """A method's config from a settings object: one config for every ipc, or a dict ipc -> config."""
+    from utils.distill import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    config = getattr(settings, method)
+    if isinstance(config, dict):
+        if ipc not in config:
+            raise ValueError(f"No {method} configuration for ipc={ipc}; this profile has ipc {sorted(config)}")
+        return config[ipc]
+    return config
+
+
+# MTT in `paper`: the authors' CIFAR-10 settings per ipc, with 100 experts trained for 50 epochs.
+PAPER_MTT = {ipc: TrajectoryMatchingConfig.paper_settings(ipc, num_experts=100, expert_train_epochs=50)
+             for ipc in (1, 10, 50)}
+
+PAPER = Profile(name="paper", mtt=PAPER_MTT, mhist=MhistSettings(mtt=PAPER_MTT))
 
 CPU = Profile(
     name="cpu",
-    evaluation=EvaluationSettings(n_models=3, epochs=100, dsa_epochs=100),
-    baseline=BaselineSettings(epochs=3, train_images=None),
+    evaluation=EvaluationSettings(n_models=3, epochs=40, dsa_epochs=40),
+    baseline=BaselineSettings(epochs=2),
     study=DistillStudySettings(ipcs=(10,)),
-    gm=GradientMatchingConfig(iterations=40, real_batch=64, loops=((10, 5, 5),)),
-    cross_arch=CrossArchSettings(epochs=100, n_models=3),
-    nas=NasSettings(depths=(1, 2, 3, 4), widths=(128,), full_epochs=1, full_train_images=10000,
-                    distilled_epochs=100, n_models=2),
-    mhist=MhistSettings(im_size=64, depth=4, ipcs=(10, 50), baseline_epochs=10),
+    gm=GradientMatchingConfig(iterations=15, real_batch=32, loops=((10, 5, 2),)),
+    dm=DistributionMatchingConfig(iterations=100, real_batch=64),
+    mtt=TrajectoryMatchingConfig(iterations=30, syn_steps=10, batch_syn=50, expert_epochs=2, max_start_epoch=2,
+                                 lr_teacher=0.01, num_experts=2, expert_train_images=10000),
+    cross_arch=CrossArchSettings(datasets=("CIFAR10",), inits=("real",), epochs=30, n_models=2, test_images=2000),
+    nas=NasSettings(depths=(1, 2, 3, 4), widths=(32, 128), full_epochs=1, full_train_images=10000,
+                    distilled_epochs=40, n_models=2),
+    mhist=MhistSettings(im_size=64, depth=4, ipcs=(10, 50), baseline_epochs=5, eval_epochs=30, n_models=3,
+                        gm=GradientMatchingConfig(iterations=10, real_batch=32, loops=((10, 5, 2), (50, 5, 1))),
+                        dm=DistributionMatchingConfig(iterations=50, real_batch=64),
+                        mtt=TrajectoryMatchingConfig(iterations=10, syn_steps=10, batch_syn=20, max_start_epoch=2,
+                                                     lr_teacher=0.01, num_experts=1)),
 )
 
 SMOKE = Profile(
@@ -114,10 +167,17 @@ SMOKE = Profile(
     baseline=BaselineSettings(epochs=2, train_images=512),
     study=DistillStudySettings(ipcs=(1,)),
     gm=GradientMatchingConfig(iterations=2, real_batch=8, loops=((1, 1, 1), (2, 2, 1)), checkpoint_every=1),
+    dm=DistributionMatchingConfig(iterations=2, real_batch=8, checkpoint_every=1),
+    mtt=TrajectoryMatchingConfig(iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=1, lr_teacher=0.01,
+                                 num_experts=1, expert_train_images=256, checkpoint_every=1),
     cross_arch=CrossArchSettings(architectures=("ConvNet", "MLP"), ipcs=(1,), epochs=2, n_models=2),
-    nas=NasSettings(depths=(1, 2), widths=(32,), full_epochs=1, full_train_images=256, distilled_epochs=2,
+    nas=NasSettings(ipc=1, depths=(1, 2), widths=(32,), full_epochs=1, full_train_images=256, distilled_epochs=2,
                     n_models=1),
-    mhist=MhistSettings(im_size=32, depth=3, ipcs=(1,), inits=("real",), baseline_epochs=1),
+    mhist=MhistSettings(im_size=32, depth=3, ipcs=(1,), inits=("real",), baseline_epochs=1, eval_epochs=2,
+                        n_models=2, gm=GradientMatchingConfig(iterations=2, real_batch=8, loops=((1, 1, 1),)),
+                        dm=DistributionMatchingConfig(iterations=2, real_batch=8),
+                        mtt=TrajectoryMatchingConfig(iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=1,
+                                                     lr_teacher=0.01, num_experts=1, expert_train_images=256)),
 )
 
 PROFILES = {p.name: p for p in (SMOKE, CPU, PAPER)}

@@ -31,8 +31,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a results CSV, skipping its `#` metadata header."""
-    return pd.read_csv(path, comment="#")
+    """Read a results CSV, skipping its `#` metadata header (a `#` inside a cell is kept)."""
+    return pd.read_csv(path, skiprows=len(read_metadata(path)))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

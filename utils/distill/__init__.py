@@ -11,15 +11,19 @@ import os
 
 import torch
 
+from utility import set_seed
 from utils.data import Dataset
 from utils.distill.base import DistillTask, distill_or_load, method_config, run_distillation
+from utils.distill.distribution_matching import DistributionMatching, DistributionMatchingConfig
 from utils.distill.gradient_matching import GradientMatching, GradientMatchingConfig
+from utils.distill.trajectory_matching import TrajectoryMatching, TrajectoryMatchingConfig
 from utils.synthetic import SyntheticSet, synthetic_path
 
-METHODS = {"gm": GradientMatching}
+METHODS = {"gm": GradientMatching, "dm": DistributionMatching, "mtt": TrajectoryMatching}
 METHOD_LABELS = {"gm": "Gradient matching + DSA", "dm": "Distribution matching", "mtt": "Trajectory matching"}
 
-__all__ = ["METHODS", "DistillTask", "GradientMatchingConfig", "distill"]
+__all__ = ["METHODS", "DistillTask", "DistributionMatchingConfig", "GradientMatchingConfig", "TrajectoryMatchingConfig",
+           "distill"]
 
 
 def distill(method: str, data: Dataset, task: DistillTask, config, *, results_dir: str | os.PathLike,
@@ -34,6 +38,7 @@ def distill(method: str, data: Dataset, task: DistillTask, config, *, results_di
             "seed": seed, "precision": precision}
 
     def build() -> SyntheticSet:
+        set_seed(seed)
         distiller = METHODS[method](data, task, config, seed=seed, device=device, precision=precision)
         return run_distillation(distiller, iterations=config.iterations, config=full, data=data,
                                 checkpoint_every=config.checkpoint_every, device=device,

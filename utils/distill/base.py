@@ -53,8 +53,17 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """Short hash of tensor contents (identifies a training set in cache keys)."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 class PeakMemory:
-    """Peak memory during a block: CUDA allocator peak on a GPU, sampled process RSS on a CPU (MiB)."""
+    """Peak memory a block adds (MiB): the CUDA allocator's peak on a GPU; on a CPU, the sampled peak of the
+    process's resident memory above its level when the block started (data already loaded is not counted)."""
 
     def __init__(self, device: torch.device):
         self.device, self.peak_mib = device, 0.0
@@ -70,7 +79,8 @@ class PeakMemory:
             while not self._stop.wait(0.05):
                 self.peak_mib = max(self.peak_mib, process.memory_info().rss / 2**20)
 
-        self.peak_mib = process.memory_info().rss / 2**20
+        self._start_mib = process.memory_info().rss / 2**20
+        self.peak_mib = self._start_mib
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
         return self
@@ -81,6 +91,7 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
+            self.peak_mib -= self._start_mib
 
 
 def run_distillation(distiller: Distiller, *, iterations: int, config: dict, data: Dataset,
@@ -90,7 +101,7 @@ def run_distillation(distiller: Distiller, *, iterations: int, config: dict, dat
     losses: list[float] = []
     done, seconds = 0, 0.0
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         distiller.load_state_dict(state["distiller"])
         losses, done, seconds = state["losses"], state["iteration"], state["seconds"]
     with PeakMemory(device) as memory:

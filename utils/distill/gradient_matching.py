@@ -85,8 +85,8 @@ class GradientMatching:
         self.outer_loop, self.inner_loop = config.loops_for(task.ipc)
         self.device, self.precision = device, precision
         self.generator = torch.Generator().manual_seed(seed)
-        images, self.labels = initial_images(data, task.ipc, task.init, self.generator)
-        self.images = images.to(device).requires_grad_(True)
+        images, labels = initial_images(data, task.ipc, task.init, self.generator)
+        self.images, self.labels = images.to(device).requires_grad_(True), labels.to(device)
         self.optimizer = torch.optim.SGD([self.images], lr=config.lr_img, momentum=config.momentum_img)
         self.dsa = DSA(strategy_for(data.name) if config.dsa else "none", seed=seed)
         self.class_indices = data.class_indices()
@@ -109,7 +109,7 @@ class GradientMatching:
             with autocast(self.device, self.precision):
                 real_loss = F.cross_entropy(net(self.dsa.apply(real, aug)), target_real)
             g_real = [g.detach().float() for g in torch.autograd.grad(real_loss, params)]
-            syn_loss = F.cross_entropy(net(self.dsa.apply(syn, aug)), target_real[: len(syn)])
+            syn_loss = F.cross_entropy(net(self.dsa.apply(syn, aug)), self.labels[c * ipc:(c + 1) * ipc])
             g_syn = torch.autograd.grad(syn_loss, params, create_graph=True)
             loss = loss + gradient_distance(g_real, list(g_syn), self.config.distance)
         return loss
@@ -121,7 +121,6 @@ class GradientMatching:
         net = net.to(self.device).train()
         params = list(net.parameters())
         net_opt = torch.optim.SGD(params, lr=cfg.lr_net, momentum=cfg.momentum_net)
-        labels = self.labels.to(self.device)
         total = 0.0
         for outer in range(self.outer_loop):
             loss = self._match(net, params)
@@ -134,7 +133,7 @@ class GradientMatching:
             images = self.images.detach()
             for _ in range(self.inner_loop):
                 with autocast(self.device, self.precision):
-                    net_loss = F.cross_entropy(net(self.dsa(images)), labels)
+                    net_loss = F.cross_entropy(net(self.dsa(images)), self.labels)
                 net_opt.zero_grad(set_to_none=True)
                 net_loss.backward()
                 net_opt.step()

@@ -1,0 +1,28 @@
+# Two entry points: `make results` re-executes the notebooks (PROFILE=smoke|cpu|paper, default cpu),
+# `make test` runs the linter and the test suite. Both create .venv from requirements.txt first.
+PROFILE ?= cpu
+ONLY ?=
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: results test lint clean-cache
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m ipykernel install --user --name python3 >/dev/null
+	touch $@
+
+results: $(VENV)/.installed
+	$(PY) -m utils.pipeline --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest -q
+
+clean-cache:
+	rm -rf .cache

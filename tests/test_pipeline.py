@@ -1,0 +1,127 @@
+"""End to end: every notebook runs under papermill in the smoke profile and writes files that parse; the
+committed results/ folder is never touched; the pipeline and profiles reject bad input."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from utils import pipeline
+from utils.distill import METHODS
+from utils.paths import RESULTS_DIR
+from utils.profiles import PROFILES, get_profile
+from utils.results import read_metadata, read_table
+from utils.synthetic import SyntheticSet, find_synthetic
+
+EXPECTED_TABLES = ["01_baseline", "02_gradient_matching", "02_training_cost", "03_cross_architecture",
+                   "04_nas_candidates", "04_nas_rank_agreement", "05_mhist", "06_expert_buffers",
+                   "06_trajectory_matching", "06_vs_gradient_matching", "07_distribution_matching",
+                   "07_vs_gradient_matching", "08_comparison", "08_published"]
+EXPECTED_FIGURES = ["01_baseline_learning_curves", "02_gradient_matching_CIFAR10_loss", "03_cross_architecture",
+                    "04_nas_scatter", "05_mhist_confusion_best", "06_trajectory_matching_MNIST_loss",
+                    "07_distribution_matching_CIFAR10_ipc1_noise_images", "08_accuracy_vs_time"]
+
+
+def _snapshot(folder):
+    return sorted((p.relative_to(folder).as_posix(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory, data_root):
+    """One smoke run of the whole notebook sequence into a temporary folder, with a private cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    out = tmp_path_factory.mktemp("results")
+    before = _snapshot(RESULTS_DIR) if RESULTS_DIR.exists() else []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DD_CACHE_DIR", str(cache))
+        pipeline.run("smoke", results_dir=out, data_root=str(data_root))
+    after = _snapshot(RESULTS_DIR) if RESULTS_DIR.exists() else []
+    return out, before, after
+
+
+def test_every_notebook_executes_and_is_saved(smoke_results):
+    out, _, _ = smoke_results
+    executed = sorted(p.name for p in (out / "notebooks").glob("*.ipynb"))
+    assert executed == [p.name for p in pipeline.notebooks()]
+    for path in (out / "notebooks").glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, f"{path.name} has error outputs"
+
+
+def test_tables_parse_and_record_metadata(smoke_results):
+    out, _, _ = smoke_results
+    for name in EXPECTED_TABLES:
+        table = read_table(out / "tables" / f"{name}.csv")
+        assert len(table) > 0, name
+        meta = read_metadata(out / "tables" / f"{name}.csv")
+        assert meta["profile"] == "smoke" and meta["seed"] == "0" and meta["device"] == "cpu"
+        assert meta["torch"] and float(meta["wall_seconds_since_start"]) >= 0
+        assert (out / "tables" / f"{name}.md").read_text().count("|") > 4
+        assert "\\begin{tabular}" in (out / "tables" / f"{name}.tex").read_text()
+
+
+def test_figures_exist_as_png_and_pdf(smoke_results):
+    out, _, _ = smoke_results
+    for name in EXPECTED_FIGURES:
+        assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+        assert (out / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF", name
+
+
+def test_synthetic_sets_of_every_method_round_trip(smoke_results):
+    out, _, _ = smoke_results
+    methods = {p.name.split("_")[0] for p in find_synthetic(out)}
+    assert methods == set(METHODS)
+    for path in find_synthetic(out):
+        synthetic = SyntheticSet.load(path)
+        assert synthetic.images.dtype.is_floating_point and len(synthetic.images) == len(synthetic.labels)
+        assert synthetic.config["profile"] == "smoke"
+        assert (synthetic.lr is not None) == path.name.startswith("mtt_")
+
+
+def test_baseline_and_comparison_content(smoke_results):
+    out, _, _ = smoke_results
+    baseline = read_table(out / "tables" / "01_baseline.csv")
+    assert set(baseline["dataset"]) == {"MNIST", "CIFAR10"}
+    assert (baseline["MACs per image (M)"] > 40).all()
+    summary = (out / "summary.md").read_text()
+    assert "Published numbers" in summary and "08_accuracy_vs_time.png" in summary
+    mhist = read_table(out / "tables" / "05_mhist.csv")
+    assert {"balanced accuracy with DSA (%)", "AUC with DSA (%)"} <= set(mhist.columns)
+    assert json.loads(json.dumps(read_metadata(out / "tables" / "05_mhist.csv")))["notebook"] == "05_mhist"
+
+
+def test_smoke_run_never_touches_committed_results(smoke_results):
+    _, before, after = smoke_results
+    assert before == after
+
+
+def test_pipeline_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="allowed: smoke, cpu, paper"):
+        pipeline.run("fast", results_dir=tmp_path)
+    with pytest.raises(ValueError, match="--only names unknown notebook numbers"):
+        pipeline.notebooks(["99"])
+    with pytest.raises(ValueError, match="never write to the committed results"):
+        pipeline.run("smoke", results_dir=RESULTS_DIR)
+    with pytest.raises(ValueError, match="allowed: smoke, cpu, paper"):
+        get_profile("gpu")
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_profile_configures_every_method_for_its_study(name):
+    profile = get_profile(name)
+    for method in METHODS:
+        for ipc in profile.study.ipcs:
+            config = profile.method_config(method, ipc)
+            if method == "gm":
+                config.loops_for(ipc)
+        for ipc in profile.mhist.ipcs:
+            config = profile.mhist.method_config(method, ipc)
+            assert config.architecture == f"ConvNetD{profile.mhist.depth}"
+            if method == "gm":
+                config.loops_for(ipc)
+    with pytest.raises(ValueError, match="Unknown method"):
+        profile.method_config("kip", 10)

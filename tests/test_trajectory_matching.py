@@ -1,0 +1,203 @@
+"""Trajectory matching: settings, loss, lr guards, descent, expert caching, ZCA and the saved set with its lr."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import utils.distill.experts as experts
+from utils.data import Dataset
+from utils.distill import METHODS, DistillTask, TrajectoryMatchingConfig, distill
+from utils.distill.experts import ExpertConfig, buffer_size_mib, expert_dir, load_or_train_experts, zca_whiten
+from utils.distill.trajectory_matching import MIN_LR, TrajectoryMatching, guard_lr, trajectory_loss
+from utils.synthetic import SyntheticSet, synthetic_path
+
+CPU = torch.device("cpu")
+# one expert, one start epoch, no augmentation: a step is a deterministic function of the images
+TINY = {"syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 1, "lr_img": 100.0, "lr_lr": 1e-12,
+        "lr_teacher": 0.003, "num_experts": 1, "dsa": False, "architecture": "ConvNetW8"}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DD_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def fake_dataset(name: str, classes: int, shape: tuple[int, int, int], per_class: int, seed: int = 0) -> Dataset:
+    """Random images whose mean depends on the class, `per_class` of each class."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(classes).repeat_interleave(per_class)
+    x = torch.randn(len(y), *shape, generator=g) + y.view(-1, 1, 1, 1).float()
+    return Dataset(name, x, y, x[:4].clone(), y[:4].clone(), [str(c) for c in range(classes)],
+                   [0.0] * shape[0], [1.0] * shape[0])
+
+
+def make(data: Dataset, ipc: int = 2, seed: int = 0, **overrides) -> TrajectoryMatching:
+    config = TrajectoryMatchingConfig(**{**TINY, **overrides})
+    return TrajectoryMatching(data, DistillTask(data.name, ipc, "real"), config, seed=seed, device=CPU,
+                              precision="fp32")
+
+
+def test_registered():
+    assert METHODS["mtt"] is TrajectoryMatching
+
+
+def test_paper_settings():
+    one, ten, fifty = (TrajectoryMatchingConfig.paper_settings(ipc) for ipc in (1, 10, 50))
+    assert (one.syn_steps, one.expert_epochs, one.max_start_epoch, one.lr_img, one.lr_lr, one.lr_teacher,
+            one.zca) == (50, 2, 2, 100.0, 1e-7, 0.01, True)
+    assert (ten.syn_steps, ten.max_start_epoch, ten.lr_img, ten.lr_lr, ten.lr_teacher, ten.zca) == (
+        30, 20, 100.0, 1e-5, 0.001, True)
+    assert (fifty.max_start_epoch, fifty.lr_img, fifty.lr_teacher, fifty.zca) == (40, 1000.0, 0.001, False)
+    assert TrajectoryMatchingConfig.paper_settings(10, zca=False).zca is False
+    assert ten.expert_config().epochs == 22
+    with pytest.raises(ValueError, match="ipc=5; allowed: 1, 10, 50"):
+        TrajectoryMatchingConfig.paper_settings(5)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="expert_train_epochs=5 is too short.*at least 22"):
+        TrajectoryMatchingConfig(expert_train_epochs=5)
+    with pytest.raises(ValueError, match="batch_syn"):
+        TrajectoryMatchingConfig(batch_syn=0)
+    with pytest.raises(ValueError, match="lr_teacher"):
+        TrajectoryMatchingConfig(lr_teacher=-0.01)
+
+
+def test_trajectory_loss_known_answer():
+    student, start, target = torch.tensor([1.0, 1.0]), torch.zeros(2), torch.tensor([2.0, 0.0])
+    assert trajectory_loss(student, start, target).item() == pytest.approx(2.0 / 4.0)
+
+
+def test_guard_lr_clamps_and_raises():
+    for value, expected in ((-0.5, MIN_LR), (0.0, MIN_LR), (0.02, 0.02)):
+        lr = torch.tensor(value, requires_grad=True)
+        guard_lr(lr)
+        assert lr.item() == pytest.approx(expected)
+    for bad in (math.nan, math.inf):
+        with pytest.raises(FloatingPointError, match="learned learning rate"):
+            guard_lr(torch.tensor(bad))
+
+
+def test_steps_lower_the_matching_loss_on_mnist_shapes():
+    distiller = make(fake_dataset("MNIST", 3, (1, 28, 28), 20))
+    losses = [distiller.step() for _ in range(6)]
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_learned_lr_never_goes_negative():
+    # a huge lr_lr would push the lr far below zero (d loss / d lr > 0 here); the guard keeps it at MIN_LR
+    distiller = make(fake_dataset("MNIST", 3, (1, 28, 28), 20), lr_lr=1.0)
+    distiller.step()
+    assert distiller.lr.grad.item() > 0
+    assert distiller.synthetic()[2] == pytest.approx(MIN_LR)
+
+
+def test_non_finite_loss_raises_before_any_update():
+    distiller = make(fake_dataset("MNIST", 3, (1, 28, 28), 20))
+    with torch.no_grad():
+        distiller.images[0] = math.nan
+    lr = distiller.lr.item()
+    with pytest.raises(FloatingPointError, match="loss is nan.*nothing was updated"):
+        distiller.step()
+    assert distiller.lr.item() == lr and distiller.lr.grad is None and distiller.images.grad is None
+    assert not distiller.optimizer_img.state and not distiller.optimizer_lr.state
+
+
+def test_state_dict_resumes_identically():
+    data = fake_dataset("MNIST", 2, (1, 28, 28), 10)
+    straight = make(data, dsa=True, num_experts=2, max_start_epoch=2, lr_lr=1e-5)
+    expected = [straight.step() for _ in range(2)]
+    first = make(data, dsa=True, num_experts=2, max_start_epoch=2, lr_lr=1e-5)
+    first.step()
+    state = first.state_dict()
+    first.step()  # a snapshot: later steps must not change it
+    resumed = make(data, seed=99, dsa=True, num_experts=2, max_start_epoch=2, lr_lr=1e-5)
+    resumed.load_state_dict(state)
+    assert resumed.step() == pytest.approx(expected[1], rel=1e-5)
+    assert resumed.lr.item() == pytest.approx(straight.lr.item(), rel=1e-6)
+
+
+def test_expert_buffers_are_cached(monkeypatch):
+    data = fake_dataset("MNIST", 2, (1, 28, 28), 10)
+    calls = []
+    real_train = experts.train_expert
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(experts, "train_expert", counting)
+    config = ExpertConfig(num_experts=2, epochs=2, architecture="ConvNetW8")
+    first = load_or_train_experts(data, config, seed=5, device=CPU, precision="fp32")
+    assert calls == [5, 6]
+    assert len(first) == 2 and len(first[0]) == 3
+    assert not torch.equal(first[0][0], first[0][-1]) and not torch.equal(first[0][-1], first[1][-1])
+    again = load_or_train_experts(data, config, seed=5, device=CPU, precision="fp32")
+    assert calls == [5, 6]
+    assert all(torch.equal(a, b) for ta, tb in zip(first, again, strict=True) for a, b in zip(ta, tb, strict=True))
+    folder = expert_dir(data, config, seed=5, precision="fp32")
+    on_disk = sum(p.stat().st_size for p in folder.glob("expert_*.pt")) / 2**20
+    assert buffer_size_mib(data, config, seed=5, precision="fp32") == pytest.approx(on_disk) and on_disk > 0
+    load_or_train_experts(data, ExpertConfig(num_experts=3, epochs=2, architecture="ConvNetW8"), seed=5,
+                          device=CPU, precision="fp32")
+    assert calls == [5, 6, 7]  # only the new expert
+    load_or_train_experts(data, ExpertConfig(num_experts=1, epochs=3, architecture="ConvNetW8"), seed=5,
+                          device=CPU, precision="fp32")
+    assert calls == [5, 6, 7, 5]  # another configuration trains anew
+
+
+def test_zca_whitening_decorrelates_with_training_statistics():
+    g = torch.Generator().manual_seed(0)
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    mixing = torch.diag(torch.linspace(3, 10, 16)) @ rotation  # well above epsilon in every direction
+    x = (torch.randn(4000, 16, generator=g) @ mixing).view(-1, 1, 4, 4)
+    y = torch.zeros(len(x), dtype=torch.long)
+    data = Dataset("MNIST", x, y, x[:50].clone(), y[:50].clone(), ["0"], [0.0], [1.0])
+
+    def covariance(images: torch.Tensor) -> torch.Tensor:
+        return torch.cov(images.flatten(1).T)
+
+    raw = covariance(data.x_train)
+    assert (raw - torch.diag(raw.diag())).abs().max() > 10  # strongly correlated before
+    white = zca_whiten(data)
+    assert torch.allclose(covariance(white.x_train), torch.eye(16), atol=0.05)
+    assert torch.allclose(white.x_test, white.x_train[:50], atol=1e-4)  # test set uses the train statistics
+    assert torch.equal(zca_whiten(data).x_train, white.x_train)  # cached transform gives the same result
+    assert torch.equal(data.x_train, x)  # the input dataset is untouched
+
+
+def test_zca_rejects_images_too_large_for_a_covariance():
+    data = fake_dataset("MHIST", 2, (3, 128, 128), 1)
+    with pytest.raises(ValueError, match="49152 values.*Use zca=False"):
+        zca_whiten(data)
+
+
+def test_zca_distiller_works_in_whitened_space():
+    data = fake_dataset("MNIST", 2, (1, 28, 28), 10)
+    distiller = make(data, zca=True)
+    whitened = zca_whiten(data).x_train.flatten(1)
+    start = distiller.images.detach().flatten(1)
+    assert all((whitened - row).abs().amax(1).min() < 1e-5 for row in start)  # initialised from whitened images
+    assert math.isfinite(distiller.step())
+
+
+def test_distill_round_trip_keeps_the_learned_lr(tmp_path):
+    data = fake_dataset("CIFAR10", 2, (3, 32, 32), 8)
+    task = DistillTask("CIFAR10", 1, "real")
+    config = TrajectoryMatchingConfig(**{**TINY, "lr_lr": 1e-5, "dsa": True}, iterations=3, checkpoint_every=2)
+    kwargs = {"results_dir": tmp_path / "results", "profile": "test", "seed": 0, "device": CPU, "precision": "fp32"}
+    result, reused = distill("mtt", data, task, config, **kwargs)
+    assert not reused and isinstance(result.lr, float)
+    assert result.lr != TINY["lr_teacher"] and result.lr >= MIN_LR
+    assert result.images.shape == (2, 3, 32, 32) and result.config["method_config"]["zca"] is False
+    path = synthetic_path(tmp_path / "results", "mtt", "CIFAR10", 1, "real")
+    saved = SyntheticSet.load(path)
+    assert saved.lr == result.lr and torch.equal(saved.images, result.images)
+    copy = SyntheticSet.load(saved.save(tmp_path / "copy.pt"))
+    assert copy.lr == result.lr
+    again, reused = distill("mtt", data, task, config, **kwargs)
+    assert reused and again.lr == result.lr

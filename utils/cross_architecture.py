@@ -1,0 +1,67 @@
+"""Cross-architecture transfer (03): train every architecture on every saved synthetic set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from utils.data import Dataset, stratified_subset
+from utils.distill import METHOD_LABELS
+from utils.notebook import NotebookRun
+from utils.study import evaluate_cached, evaluation_data
+from utils.synthetic import SyntheticSet, find_synthetic, parse_synthetic_name, random_real_subset
+
+
+@dataclass
+class TrainingSet:
+    """A labelled training set to transfer, with the dataset (test set) it is evaluated on."""
+
+    label: str
+    data: Dataset
+    x: torch.Tensor
+    y: torch.Tensor
+    lr: float | None = None
+
+
+def transfer_sets(run: NotebookRun) -> list[TrainingSet]:
+    """Saved sets selected by the profile, preceded by the random-real floor of each (dataset, ipc)."""
+    settings = run.profile.cross_arch
+    chosen = [(p, parse_synthetic_name(p)) for p in find_synthetic(run.writer.root)]
+    chosen = [(p, i) for p, i in chosen
+              if i["ipc"] in settings.ipcs and i["init"] in settings.inits and i["dataset"] in settings.datasets]
+    if not chosen:
+        raise FileNotFoundError(f"No synthetic sets matching {settings} under {run.writer.synthetic}; run "
+                                "02_gradient_matching (and 06/07) first with the same results_dir.")
+    datasets: dict[str, Dataset] = {}
+    for name in sorted({i["dataset"] for _, i in chosen}):
+        data = run.load(name)
+        if settings.test_images is not None and settings.test_images < len(data.x_test):
+            data.x_test, data.y_test = stratified_subset(data.x_test, data.y_test, settings.test_images, run.seed)
+        datasets[name] = data
+    sets = [TrainingSet(f"random real, {name}, ipc {ipc}", datasets[name],
+                        *random_real_subset(datasets[name], ipc, torch.Generator().manual_seed(run.seed)))
+            for name, ipc in sorted({(i["dataset"], i["ipc"]) for _, i in chosen})]
+    for path, info in chosen:
+        synthetic = SyntheticSet.load(path)
+        sets.append(TrainingSet(f"{METHOD_LABELS[info['method']]}, {info['dataset']}, ipc {info['ipc']}, "
+                                f"{info['init']} init", evaluation_data(synthetic, datasets[info["dataset"]]),
+                                synthetic.images, synthetic.labels, synthetic.lr))
+    return sets
+
+
+def transfer_table(run: NotebookRun) -> pd.DataFrame:
+    """Accuracy (mean ± std, %) of each architecture trained on each selected set."""
+    settings = run.profile.cross_arch
+    sets = transfer_sets(run)
+    rows = []
+    for s in sets:
+        row = {"training set": s.label}
+        for arch in settings.architectures:
+            result = evaluate_cached(run, s.x, s.y, s.data, dsa=False, architecture=arch, lr=s.lr,
+                                     epochs=settings.epochs, n_models=settings.n_models)
+            row[arch] = result.summary()
+            print(f"{s.label} -> {arch}: {row[arch]}")
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,126 @@
+"""Distribution matching (Dataset Condensation with Distribution Matching, Zhao & Bilen, WACV 2023) with DSA.
+
+Each step draws a freshly initialised network and uses its feature extractor (`embed`) as a fixed random
+embedding. For every class, a real batch and the class's synthetic images go through the *same* DSA
+transform (siamese); the loss is the sum over classes of the squared L2 distance between the mean real
+and the mean synthetic embedding, and SGD moves the synthetic images.
+
+Classes are independent, so the real embeddings of all classes come from one batched forward (without a
+graph) and the synthetic ones from a second; the networks normalise per sample (instance norm), so this is
+the same computation as the class-by-class loop of the paper, only with fewer, larger kernels.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from networks import get_network
+from utility import autocast
+from utils.augment import DSA, strategy_for
+from utils.data import Dataset
+from utils.distill.base import DistillTask
+from utils.synthetic import initial_images
+
+
+@dataclass(frozen=True)
+class DistributionMatchingConfig:
+    """Hyperparameters of distribution matching (the DM paper's defaults)."""
+
+    iterations: int = 20000
+    real_batch: int = 256
+    lr_img: float = 1.0
+    momentum_img: float = 0.5
+    dsa: bool = True
+    architecture: str = "ConvNet"
+    checkpoint_every: int = 50
+
+    def __post_init__(self):
+        if self.real_batch < 1:
+            raise ValueError(f"real_batch must be a positive integer, got {self.real_batch}")
+
+
+def dm_loss(real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Sum over classes of ||mean real embedding - mean synthetic embedding||²; one (n_c x d) tensor per class."""
+    if len(real) != len(syn) or not real:
+        raise ValueError(f"real and syn must hold one embedding tensor per class (same non-zero count), "
+                         f"got {len(real)} and {len(syn)}")
+    distances = [((r.float().mean(0) - s.float().mean(0)) ** 2).sum() for r, s in zip(real, syn, strict=True)]
+    return torch.stack(distances).sum()
+
+
+def embedding_network(architecture: str, data: Dataset, device: torch.device) -> nn.Module:
+    """A freshly initialised network with frozen parameters, used through its `embed` method."""
+    net = get_network(architecture, data.channels, data.num_classes, data.im_size).to(device).train()
+    if not hasattr(net, "embed"):
+        raise ValueError(f"architecture={architecture!r} has no `embed` (features before the classifier); "
+                         "distribution matching needs a ConvNet variant ('ConvNet', 'ConvNetD<depth>', "
+                         "'ConvNetW<width>')")
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+class DistributionMatching:
+    """Distribution-matching distiller (see module docstring); one `step` is one outer iteration."""
+
+    def __init__(self, data: Dataset, task: DistillTask, config: DistributionMatchingConfig, *, seed: int,
+                 device: torch.device, precision: str):
+        embedding_network(config.architecture, data, torch.device("cpu"))  # fail early on a wrong architecture
+        self.data, self.task, self.config = data, task, config
+        self.device, self.precision = device, precision
+        self.generator = torch.Generator().manual_seed(seed)
+        images, self.labels = initial_images(data, task.ipc, task.init, self.generator)
+        self.images = images.to(device).requires_grad_(True)
+        self.optimizer = torch.optim.SGD([self.images], lr=config.lr_img, momentum=config.momentum_img)
+        self.dsa = DSA(strategy_for(data.name) if config.dsa else "none", seed=seed)
+        self.class_indices = data.class_indices()
+        self.x_train = data.x_train.to(device)
+
+    def augmented_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per class, a real batch and the synthetic images, augmented with the same DSA parameters."""
+        reals, syns = [], []
+        ipc = self.task.ipc
+        for c, idx in enumerate(self.class_indices):
+            pick = idx[torch.randperm(len(idx), generator=self.generator)[: self.config.real_batch]]
+            real = self.x_train[pick.to(self.device)]
+            syn = self.images[c * ipc:(c + 1) * ipc]
+            params = self.dsa.sample(max(len(real), len(syn)))
+            reals.append(self.dsa.apply(real, params))
+            syns.append(self.dsa.apply(syn, params))
+        return reals, syns
+
+    def step(self) -> float:
+        """One iteration; returns the matching loss per class (the optimised sum divided by the class count)."""
+        net = embedding_network(self.config.architecture, self.data, self.device)
+        reals, syns = self.augmented_pairs()
+        with torch.no_grad(), autocast(self.device, self.precision):
+            real_embed = net.embed(torch.cat(reals)).float()
+        with autocast(self.device, self.precision):
+            syn_embed = net.embed(torch.cat(syns)).float()
+        loss = dm_loss(real_embed.split([len(r) for r in reals]), syn_embed.split([len(s) for s in syns]))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item() / self.data.num_classes
+
+    def state_dict(self) -> dict:
+        """A snapshot (copies, not views) of everything a resumed run needs."""
+        return copy.deepcopy({"images": self.images.detach().cpu(), "optimizer": self.optimizer.state_dict(),
+                              "generator": self.generator.get_state(), "dsa": self.dsa.generator.get_state(),
+                              "torch_rng": torch.get_rng_state()})
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.images.copy_(state["images"].to(self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.dsa.generator.set_state(state["dsa"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def synthetic(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        return self.images.detach(), self.labels, None

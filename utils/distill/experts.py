@@ -1,0 +1,175 @@
+"""Expert trajectories for trajectory matching, cached on disk, and the optional ZCA whitening.
+
+An expert is a network trained on the whole real training set (SGD at a constant learning rate, no momentum,
+no weight decay, DSA augmentation, as in the MTT buffers) whose flattened parameters are recorded at
+initialisation and after every epoch. Expert k of a configuration lives in
+`cache_dir()/experts/<hash>/expert_<k>.pt` together with the configuration that produced it, and is reused
+whenever that configuration (which includes a digest of the training images) matches.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from networks import get_network
+from utility import set_seed, train
+from utils.augment import DSA, strategy_for
+from utils.data import Dataset, stratified_subset
+from utils.distill.base import config_hash, tensor_digest
+from utils.paths import cache_dir
+from utils.results import atomic_write
+
+ZCA_EPSILON = 0.1
+ZCA_MAX_DIM = 3 * 64 * 64  # the D x D covariance of larger images (MHIST at 128 px: 49152) does not fit in memory
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """How the experts are trained and how many there are."""
+
+    num_experts: int
+    epochs: int
+    lr: float = 0.01
+    batch_size: int = 256
+    dsa: bool = True
+    architecture: str = "ConvNet"
+    zca: bool = False
+    train_images: int | None = None   # None: the whole training set; else a stratified subset (cpu profile)
+
+    def __post_init__(self):
+        for name in ("num_experts", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+def zca_whiten(data: Dataset, epsilon: float = ZCA_EPSILON) -> Dataset:
+    """A copy of `data` whose train and test images are ZCA-whitened with statistics of the training images.
+
+    Every image is flattened to a vector x. With m the mean and C = XcᵀXc / (N − 1) the covariance of the
+    centred training vectors Xc, eigen-decomposed as C = U diag(λ) Uᵀ, the whitening matrix is
+    W = U diag((λ + ε)^(−1/2)) Uᵀ and each image becomes W (x − m), reshaped back to C x H x W. ε regularises
+    the small eigenvalues (0.1, the value of the Kornia `ZCAWhitening` used by MTT). m and W are cached under
+    `cache_dir()/zca/`, keyed by the training images and ε. The whitened images are no longer in the
+    mean/std-normalised space, so `Dataset.denormalise` does not show them faithfully.
+    """
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be positive, got {epsilon}")
+    dim = data.x_train[0].numel()
+    if dim > ZCA_MAX_DIM:
+        raise ValueError(f"ZCA on {data.name} images of {dim} values needs a {dim} x {dim} covariance; at most "
+                         f"{ZCA_MAX_DIM} values per image (3 x 64 x 64) are supported. Use zca=False")
+    mean, matrix = _zca_transform(data.x_train, epsilon)
+
+    def whiten(x: torch.Tensor) -> torch.Tensor:
+        return ((x.flatten(1) - mean) @ matrix).view_as(x)
+
+    return replace(data, x_train=whiten(data.x_train), x_test=whiten(data.x_test))
+
+
+def _zca_transform(x_train: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+    path = cache_dir() / "zca" / f"{tensor_digest(x_train)}_eps{epsilon:g}.pt"
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        return saved["mean"], saved["matrix"]
+    flat = x_train.flatten(1).float()
+    mean = flat.mean(0)
+    centred = flat - mean
+    covariance = (centred.T @ centred).double() / (len(flat) - 1)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    matrix = (eigenvectors * (eigenvalues.clamp(min=0) + epsilon).rsqrt()) @ eigenvectors.T
+    matrix = matrix.float()
+    atomic_write(path, lambda p: torch.save({"mean": mean, "matrix": matrix}, p))
+    return mean, matrix
+
+
+def expert_key(data: Dataset, config: ExpertConfig, *, seed: int, precision: str) -> dict:
+    """Everything that determines an expert's trajectory (its number excepted), as a JSON-able dict."""
+    return {"dataset": data.name, "im_size": list(data.im_size), "channels": data.channels,
+            "num_classes": data.num_classes, "train_digest": tensor_digest(data.x_train, data.y_train),
+            "network": config.architecture, "epochs": config.epochs, "lr": config.lr,
+            "batch_size": config.batch_size, "momentum": 0.0, "weight_decay": 0.0,
+            "augmentation": strategy_for(data.name) if config.dsa else "none",
+            "zca": config.zca, "zca_epsilon": ZCA_EPSILON if config.zca else None, "seed": seed,
+            "train_images": config.train_images,
+            "precision": precision}
+
+
+def expert_dir(data: Dataset, config: ExpertConfig, *, seed: int, precision: str) -> Path:
+    """The folder holding the experts of this configuration."""
+    return cache_dir() / "experts" / config_hash(expert_key(data, config, seed=seed, precision=precision))
+
+
+def flat_parameters(model: nn.Module) -> torch.Tensor:
+    """All parameters of `model` as one flat float32 CPU vector (in `named_parameters` order)."""
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).float().cpu()
+
+
+def train_expert(data: Dataset, config: ExpertConfig, *, seed: int, device: torch.device,
+                 precision: str) -> list[torch.Tensor]:
+    """Train one expert and return its flat parameters at initialisation and after every epoch."""
+    set_seed(seed)
+    model = get_network(config.architecture, data.channels, data.num_classes, data.im_size).to(device)
+    augment = DSA(strategy_for(data.name), seed=seed) if config.dsa else None
+    x, y = data.x_train, data.y_train
+    if config.train_images is not None and config.train_images < len(x):
+        x, y = stratified_subset(x, y, config.train_images, seed)
+    trajectory = [flat_parameters(model)]
+    for _ in tqdm(range(config.epochs), desc=f"expert seed {seed}", leave=False):
+        # one epoch per call: `schedule='step'` with epochs=1 has no milestone, so the lr stays constant
+        train(model, x, y, epochs=1, lr=config.lr, batch_size=config.batch_size, momentum=0.0, weight_decay=0.0,
+              schedule="step", augment=augment, precision=precision)
+        trajectory.append(flat_parameters(model))
+    return trajectory
+
+
+def load_or_train_experts(data: Dataset, config: ExpertConfig, *, seed: int, device: torch.device,
+                          precision: str) -> list[list[torch.Tensor]]:
+    """`config.num_experts` trajectories (each a list of epochs + 1 flat parameter vectors), cached on disk.
+
+    `data` is the normalised dataset; with `config.zca` the experts are trained on `zca_whiten(data)`.
+    Expert k is trained with seed `seed + k`; cached experts with a matching configuration are reused.
+    """
+    key = expert_key(data, config, seed=seed, precision=precision)
+    folder = cache_dir() / "experts" / config_hash(key)
+    train_data = None
+    trajectories = []
+    for k in tqdm(range(config.num_experts), desc="experts", leave=False):
+        path = folder / f"expert_{k}.pt"
+        saved = torch.load(path, weights_only=True) if path.exists() else None
+        if saved is not None and saved["key"] == key:
+            trajectories.append(list(saved["trajectory"].unbind()))
+            continue
+        if train_data is None:
+            train_data = zca_whiten(data) if config.zca else data
+        trajectory = train_expert(train_data, config, seed=seed + k, device=device, precision=precision)
+        payload = {"key": key, "trajectory": torch.stack(trajectory)}
+        atomic_write(path, lambda p, s=payload: torch.save(s, p))
+        trajectories.append(trajectory)
+    return trajectories
+
+
+def buffer_size_mib(data: Dataset, config: ExpertConfig, *, seed: int, precision: str) -> float:
+    """Disk size (MiB) of the cached experts 0 .. num_experts - 1 of this configuration that exist."""
+    folder = expert_dir(data, config, seed=seed, precision=precision)
+    paths = [folder / f"expert_{k}.pt" for k in range(config.num_experts)]
+    return sum(os.path.getsize(p) for p in paths if p.exists()) / 2**20
+
+
+def prepare_experts(data: Dataset, config: ExpertConfig, *, seed: int, device: torch.device,
+                    precision: str) -> dict[str, float | int | str]:
+    """Train (or reuse) the expert buffer of `config` and report its size and the time it took here."""
+    start = time.perf_counter()
+    load_or_train_experts(data, config, seed=seed, device=device, precision=precision)
+    return {"dataset": data.name, "experts": config.num_experts, "epochs": config.epochs,
+            "train images": config.train_images or len(data.x_train), "augmentation": "DSA" if config.dsa else "none",
+            "disk (MiB)": round(buffer_size_mib(data, config, seed=seed, precision=precision), 1),
+            "time this run (s)": round(time.perf_counter() - start, 1)}

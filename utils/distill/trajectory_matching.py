@@ -1,0 +1,198 @@
+"""Trajectory matching (Dataset Distillation by Matching Training Trajectories, Cazenavette et al., CVPR 2022).
+
+Experts are networks trained on the real set whose parameters were recorded after every epoch
+(`experts.py`). One step picks an expert and a start epoch t < max_start_epoch; a student starting at θ*_t
+takes `syn_steps` SGD steps on DSA-augmented minibatches of the synthetic set with a learnable learning rate,
+keeping the whole graph; the loss ||θ̂ − θ*_{t+M}||² / ||θ*_t − θ*_{t+M}||² (M = expert_epochs) is
+back-propagated through the unrolled training to the images and to the learning rate.
+
+Guards: a non-finite loss raises FloatingPointError before anything is updated; after every update the
+learned learning rate is clamped to at least `MIN_LR`, so it can never become zero or negative, and a
+non-finite learning rate raises FloatingPointError.
+
+ZCA (`zca=True`): the experts, the initial images and the student all live in the ZCA-whitened space of
+`experts.zca_whiten`, so the saved images are whitened too; the saved set records it in
+`config["method_config"]["zca"]`, and whoever evaluates such a set must whiten the test images the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from networks import get_network
+from utility import autocast
+from utils.augment import DSA, strategy_for
+from utils.data import Dataset
+from utils.distill.base import DistillTask
+from utils.distill.experts import ExpertConfig, load_or_train_experts, zca_whiten
+from utils.synthetic import initial_images
+
+MIN_LR = 1e-6
+EXPERT_SEED = 0  # experts do not depend on the distillation seed, so every seed reuses one buffer
+# The authors' CIFAR-10 settings per images per class.
+PAPER_SETTINGS = {
+    1: {"syn_steps": 50, "expert_epochs": 2, "max_start_epoch": 2, "lr_img": 100.0, "lr_lr": 1e-7,
+        "lr_teacher": 0.01, "zca": True},
+    10: {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 20, "lr_img": 100.0, "lr_lr": 1e-5,
+         "lr_teacher": 0.001, "zca": True},
+    50: {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 40, "lr_img": 1000.0, "lr_lr": 1e-5,
+         "lr_teacher": 0.001, "zca": False},
+}
+
+
+@dataclass(frozen=True)
+class TrajectoryMatchingConfig:
+    """Hyperparameters of trajectory matching; `expert_train_epochs=None` trains max_start_epoch + expert_epochs."""
+
+    iterations: int = 5000
+    syn_steps: int = 30
+    expert_epochs: int = 2
+    max_start_epoch: int = 20
+    lr_img: float = 100.0
+    lr_lr: float = 1e-5
+    lr_teacher: float = 0.001
+    momentum: float = 0.5
+    batch_syn: int | None = None
+    num_experts: int = 10
+    expert_train_epochs: int | None = None
+    expert_train_images: int | None = None
+    dsa: bool = True
+    zca: bool = False
+    architecture: str = "ConvNet"
+    checkpoint_every: int = 10
+
+    def __post_init__(self):
+        for name in ("syn_steps", "expert_epochs", "max_start_epoch", "num_experts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.batch_syn is not None and self.batch_syn < 1:
+            raise ValueError(f"batch_syn must be a positive integer or None (all images), got {self.batch_syn}")
+        if self.lr_teacher < MIN_LR:
+            raise ValueError(f"lr_teacher must be at least MIN_LR={MIN_LR}, got {self.lr_teacher}")
+        needed = self.max_start_epoch + self.expert_epochs
+        if self.expert_train_epochs is not None and self.expert_train_epochs < needed:
+            raise ValueError(f"expert_train_epochs={self.expert_train_epochs} is too short: start epochs up to "
+                             f"max_start_epoch={self.max_start_epoch} plus expert_epochs={self.expert_epochs} "
+                             f"need at least {needed} (or None)")
+
+    @classmethod
+    def paper_settings(cls, ipc: int, **overrides) -> TrajectoryMatchingConfig:
+        """The authors' CIFAR-10 settings for `ipc` (1, 10 or 50), with `overrides` applied on top."""
+        if ipc not in PAPER_SETTINGS:
+            raise ValueError(f"No paper settings for ipc={ipc}; allowed: {', '.join(map(str, PAPER_SETTINGS))}")
+        return cls(**{**PAPER_SETTINGS[ipc], **overrides})
+
+    def expert_config(self) -> ExpertConfig:
+        """The experts this configuration needs."""
+        return ExpertConfig(num_experts=self.num_experts,
+                            epochs=self.expert_train_epochs or self.max_start_epoch + self.expert_epochs,
+                            dsa=self.dsa, architecture=self.architecture, zca=self.zca,
+                            train_images=self.expert_train_images)
+
+
+def trajectory_loss(student: torch.Tensor, start: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """||student − target||² / ||start − target||² on flat parameter vectors."""
+    return ((student - target) ** 2).sum() / ((start - target) ** 2).sum()
+
+
+def guard_lr(lr: torch.Tensor, floor: float = MIN_LR) -> None:
+    """Raise if the learned lr is not finite; clamp it in place to at least `floor` (it can never go negative)."""
+    if not torch.isfinite(lr).all():
+        raise FloatingPointError(f"The learned learning rate became {lr.detach().cpu().tolist()}; "
+                                 "lower lr_lr (or lr_img) and restart")
+    with torch.no_grad():
+        lr.clamp_(min=floor)
+
+
+class TrajectoryMatching:
+    """Trajectory-matching distiller (see module docstring); one `step` is one outer iteration."""
+
+    def __init__(self, data: Dataset, task: DistillTask, config: TrajectoryMatchingConfig, *, seed: int,
+                 device: torch.device, precision: str):
+        experts = load_or_train_experts(data, config.expert_config(), seed=EXPERT_SEED, device=device,
+                                        precision=precision)
+        self.experts = [torch.stack(trajectory) for trajectory in experts]
+        self.data = zca_whiten(data) if config.zca else data
+        self.task, self.config = task, config
+        self.device, self.precision = device, precision
+        self.net = get_network(config.architecture, data.channels, data.num_classes, data.im_size).to(device)
+        self.shapes = [(name, p.shape) for name, p in self.net.named_parameters()]
+        size = sum(p.numel() for p in self.net.parameters())
+        if self.experts[0].shape[1] != size:
+            raise ValueError(f"Expert trajectories hold {self.experts[0].shape[1]} parameters but "
+                             f"{config.architecture} has {size}; delete the stale expert cache")
+        self.generator = torch.Generator().manual_seed(seed)
+        images, self.labels = initial_images(self.data, task.ipc, task.init, self.generator)
+        self.images = images.to(device).requires_grad_(True)
+        self.lr = torch.tensor(float(config.lr_teacher), device=device, requires_grad=True)
+        self.optimizer_img = torch.optim.SGD([self.images], lr=config.lr_img, momentum=config.momentum)
+        self.optimizer_lr = torch.optim.SGD([self.lr], lr=config.lr_lr, momentum=config.momentum)
+        self.dsa = DSA(strategy_for(data.name) if config.dsa else "none", seed=seed)
+        self.batch = config.batch_syn or len(self.labels)
+
+    def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        params, offset = {}, 0
+        for name, shape in self.shapes:
+            n = shape.numel()
+            params[name] = flat[offset:offset + n].view(shape)
+            offset += n
+        return params
+
+    def student(self, start: torch.Tensor) -> torch.Tensor:
+        """Flat parameters after `syn_steps` differentiable SGD steps on the synthetic set from `start`."""
+        params = start.clone().requires_grad_(True)
+        labels = self.labels.to(self.device)
+        for _ in range(self.config.syn_steps):
+            idx = torch.randperm(len(labels), generator=self.generator)[: self.batch].to(self.device)
+            x = self.dsa(self.images[idx])
+            with autocast(self.device, self.precision):
+                logits = functional_call(self.net, self._unflatten(params), (x,))
+            loss = F.cross_entropy(logits.float(), labels[idx])
+            (grad,) = torch.autograd.grad(loss, params, create_graph=True)
+            params = params - self.lr * grad
+        return params
+
+    def step(self) -> float:
+        """One iteration; returns the normalised parameter-matching loss."""
+        cfg = self.config
+        expert = int(torch.randint(len(self.experts), (1,), generator=self.generator))
+        t = int(torch.randint(cfg.max_start_epoch, (1,), generator=self.generator))
+        start = self.experts[expert][t].to(self.device)
+        target = self.experts[expert][t + cfg.expert_epochs].to(self.device)
+        loss = trajectory_loss(self.student(start), start, target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"Trajectory-matching loss is {loss.item()} (expert {expert}, start epoch {t}, "
+                                     f"lr {self.lr.item():.3g}); nothing was updated. Lower lr_img, lr_lr or "
+                                     "lr_teacher")
+        self.optimizer_img.zero_grad(set_to_none=True)
+        self.optimizer_lr.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer_img.step()
+        self.optimizer_lr.step()
+        guard_lr(self.lr)
+        return loss.item()
+
+    def state_dict(self) -> dict:
+        """A snapshot (copies, not views) of everything a resumed run needs."""
+        return copy.deepcopy({"images": self.images.detach().cpu(), "lr": self.lr.detach().cpu(),
+                              "optimizer_img": self.optimizer_img.state_dict(),
+                              "optimizer_lr": self.optimizer_lr.state_dict(),
+                              "generator": self.generator.get_state(), "dsa": self.dsa.generator.get_state()})
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.images.copy_(state["images"].to(self.device))
+            self.lr.copy_(state["lr"].to(self.device))
+        self.optimizer_img.load_state_dict(state["optimizer_img"])
+        self.optimizer_lr.load_state_dict(state["optimizer_lr"])
+        self.generator.set_state(state["generator"])
+        self.dsa.generator.set_state(state["dsa"])
+
+    def synthetic(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        return self.images.detach(), self.labels, self.lr.item()
+

@@ -1,0 +1,77 @@
+"""MHIST study (05): full-data baseline, every registered method at each ipc and init, the random-real and
+majority-class floors, all with accuracy, balanced accuracy and AUC."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from networks import get_network
+from utility import predict, set_seed, train
+from utils.augment import DSA, strategy_for
+from utils.data import Dataset
+from utils.distill import METHODS
+from utils.full_training import FullTrainingConfig, train_full
+from utils.metrics import classification_metrics
+from utils.notebook import NotebookRun
+from utils.study import SetResult, distill_and_evaluate, floor_result
+
+METRICS = ("accuracy", "balanced_accuracy", "auc")
+
+
+def majority_floor(data: Dataset) -> dict[str, float]:
+    """Metrics of always predicting the most frequent training class (a constant score: AUC 0.5)."""
+    majority = int(data.y_train.bincount().argmax())
+    logits = torch.zeros(len(data.y_test), data.num_classes)
+    logits[:, majority] = 1.0
+    return classification_metrics(logits, data.y_test)
+
+
+def baseline(run: NotebookRun, data: Dataset) -> dict:
+    """ConvNet of the profile's depth trained on the whole MHIST training set (cached)."""
+    s = run.profile.mhist
+    return train_full(data, FullTrainingConfig(dataset="MHIST", architecture=s.architecture,
+                                               epochs=s.baseline_epochs, seed=run.seed, precision=run.precision),
+                      run.device)
+
+
+def distilled_sets(run: NotebookRun, data: Dataset, prefix: str) -> tuple[list[SetResult], dict]:
+    """Floors and every registered method's sets for each ipc and init, evaluated with DSA training."""
+    s = run.profile.mhist
+    evaluation = {"variants": ("dsa",), "architecture": s.architecture, "epochs": s.eval_epochs,
+                  "n_models": s.n_models}
+    results, synthetic = [], {}
+    for ipc in s.ipcs:
+        results.append(floor_result(run, data, ipc, **evaluation))
+        for method in METHODS:
+            for init in s.inits:
+                result, synthetic[(method, ipc, init)] = distill_and_evaluate(
+                    run, method, s.method_config(method, ipc), data, ipc, init, prefix, **evaluation)
+                results.append(result)
+    return results, synthetic
+
+
+def results_table(results: list[SetResult], full: dict, floor: dict[str, float]) -> pd.DataFrame:
+    """Every set beside the full-data baseline and the majority-class floor, three metrics each."""
+    rows = [r.row(METRICS) for r in results]
+    columns = [c for c in rows[0] if c.endswith("(%)")]
+    rows.append({"method": "majority class", "dataset": "MHIST", "ipc": "-", "init": "-",
+                 **{c: f"{100 * floor[m]:.2f}" for c, m in zip(columns, METRICS)}})
+    rows.append({"method": "full training set", "dataset": "MHIST", "ipc": "all", "init": "-",
+                 **{c: f"{100 * full['metrics'][m]:.2f}" for c, m in zip(columns, METRICS)},
+                 "train time per model (s)": round(full["train_seconds"], 1)})
+    return pd.DataFrame(rows)
+
+
+def confusion_matrix(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset,
+                     lr: float | None) -> torch.Tensor:
+    """Confusion matrix (rows: true class, columns: predicted) of one network trained on (x, y) with DSA."""
+    s = run.profile.mhist
+    set_seed(run.seed)
+    model = get_network(s.architecture, data.channels, data.num_classes, data.im_size).to(run.device)
+    train(model, x, y, epochs=s.eval_epochs, lr=lr or run.profile.evaluation.lr,
+          augment=DSA(strategy_for("MHIST"), seed=run.seed), precision=run.precision)
+    predicted = predict(model, data.x_test, precision=run.precision).argmax(1)
+    matrix = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
+    matrix.index_put_((data.y_test, predicted), torch.ones_like(predicted), accumulate=True)
+    return matrix

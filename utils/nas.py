@@ -1,0 +1,50 @@
+"""Architecture search on distilled data (04): rank candidate ConvNets by their accuracy after training on a
+distilled set and compare with the ranking after training on real data."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from utils.full_training import FullTrainingConfig, train_full
+from utils.metrics import rank_correlations
+from utils.notebook import NotebookRun
+from utils.study import evaluate_cached
+from utils.synthetic import SyntheticSet, synthetic_path
+
+
+def search(run: NotebookRun) -> tuple[pd.DataFrame, dict[str, float | bool | str]]:
+    """Train each candidate on full data and on the distilled set; return the table and the rank agreement."""
+    settings = run.profile.nas
+    data = run.load(settings.dataset)
+    path = synthetic_path(run.writer.root, settings.method, settings.dataset, settings.ipc, settings.init)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run 02_gradient_matching with the same profile and "
+                                "results_dir first (04 searches on its distilled set).")
+    synthetic = SyntheticSet.load(path)
+    rows = []
+    for depth in settings.depths:
+        for width in settings.widths:
+            arch = f"ConvNetD{depth}W{width}"
+            full = train_full(data, FullTrainingConfig(
+                dataset=settings.dataset, architecture=arch, epochs=settings.full_epochs,
+                train_images=settings.full_train_images, seed=run.seed, precision=run.precision), run.device)
+            distilled = evaluate_cached(run, synthetic.images, synthetic.labels, data, dsa=False, architecture=arch,
+                                        lr=synthetic.lr, epochs=settings.distilled_epochs,
+                                        n_models=settings.n_models)
+            rows.append({"candidate": arch, "depth": depth, "width": width,
+                         "full-data accuracy (%)": round(100 * full["metrics"]["accuracy"], 2),
+                         "distilled accuracy (%)": round(100 * distilled.mean(), 2),
+                         "distilled std (%)": round(100 * distilled.std(), 2),
+                         "full-data time (s)": round(full["train_seconds"], 1),
+                         "distilled time (s)": round(sum(distilled.train_seconds), 1)})
+            print(f"{arch}: full data {rows[-1]['full-data accuracy (%)']}%, "
+                  f"distilled {rows[-1]['distilled accuracy (%)']}%")
+    table = pd.DataFrame(rows)
+    best_full = table.loc[table["full-data accuracy (%)"].idxmax(), "candidate"]
+    best_distilled = table.loc[table["distilled accuracy (%)"].idxmax(), "candidate"]
+    summary = {**rank_correlations(table["full-data accuracy (%)"].tolist(), table["distilled accuracy (%)"].tolist()),
+               "best on full data": best_full, "best on distilled data": best_distilled,
+               "same winner": bool(best_full == best_distilled),
+               "search time full data (s)": round(table["full-data time (s)"].sum(), 1),
+               "search time distilled (s)": round(table["distilled time (s)"].sum(), 1)}
+    return table, summary

@@ -12,7 +12,6 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m ipykernel install --user --name python3 >/dev/null
 	touch $@
 
 results: $(VENV)/.installed

@@ -8,11 +8,13 @@ profiles, augmentation, distillation methods, result files, plots, the pipeline)
 from __future__ import annotations
 
 import copy
+import platform
 import random
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,6 +47,19 @@ def get_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but no CUDA GPU is available; use 'auto' or 'cpu'")
     return torch.device(device)
+
+
+def hardware_name(device: torch.device) -> str:
+    """What the run ran on, for result metadata: GPU name, or CPU model and thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"{model}, {torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _bf16_native(device: torch.device) -> bool:

@@ -120,7 +120,7 @@ def test_every_profile_configures_every_method_for_its_study(name):
                 config.loops_for(ipc)
         for ipc in profile.mhist.ipcs:
             config = profile.mhist.method_config(method, ipc)
-            assert config.architecture == f"ConvNetD{profile.mhist.depth}"
+            assert config.architecture == f"ConvNetD{profile.mhist.depth}W{profile.mhist.width}"
             if method == "gm":
                 config.loops_for(ipc)
     with pytest.raises(ValueError, match="Unknown method"):

@@ -104,7 +104,7 @@ def test_non_finite_loss_raises_before_any_update():
     with pytest.raises(FloatingPointError, match="loss is nan.*nothing was updated"):
         distiller.step()
     assert distiller.lr.item() == lr and distiller.lr.grad is None and distiller.images.grad is None
-    assert not distiller.optimizer_img.state and not distiller.optimizer_lr.state
+    assert not distiller.optimizer.state and not distiller.optimizer_lr.state
 
 
 def test_state_dict_resumes_identically():

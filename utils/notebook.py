@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 import torch
 
-from utility import Augment, SyntheticEvaluation, evaluate_training_set, get_device, resolve_precision, set_seed
+from utility import (
+    Augment,
+    SyntheticEvaluation,
+    evaluate_training_set,
+    get_device,
+    hardware_name,
+    resolve_precision,
+    set_seed,
+)
 from utils.data import Dataset, load_dataset, stratified_subset
 from utils.paths import results_dir as resolve_results_dir
 from utils.profiles import Profile, get_profile
@@ -52,7 +60,8 @@ def start(notebook: str, profile: str, data_root: str | None, results_dir: str |
     torch_device = get_device(device)
     set_seed(seed)
     out = resolve_results_dir(profile, results_dir)
-    writer = ResultWriter(out, notebook=notebook, profile=profile, seed=seed, device=str(torch_device))
     precision = resolve_precision(settings.precision, torch_device)
+    writer = ResultWriter(out, notebook=notebook, profile=profile, seed=seed, device=str(torch_device),
+                          details={"precision": precision, "hardware": hardware_name(torch_device)})
     print(f"{notebook}: profile={profile} device={torch_device} precision={precision} seed={seed} results={out}")
     return NotebookRun(settings, torch_device, precision, seed, data_root, writer)

@@ -77,10 +77,11 @@ class NasSettings:
 
 @dataclass(frozen=True)
 class MhistSettings:
-    """05: MHIST resolution, ConvNet depth (4 at 64 px, 5 at 128, 7 at 224), distilled sets and budgets."""
+    """05: MHIST resolution, ConvNet depth (4 at 64 px, 5 at 128, 7 at 224) and width, sets and budgets."""
 
     im_size: int = 128
     depth: int = 5
+    width: int = 128
     ipcs: tuple[int, ...] = (10, 50)
     inits: tuple[str, ...] = ("real", "noise")
     baseline_epochs: int = 20
@@ -92,8 +93,8 @@ class MhistSettings:
 
     @property
     def architecture(self) -> str:
-        """The ConvNet of this depth, used for distillation, evaluation and the baseline."""
-        return f"ConvNetD{self.depth}"
+        """The ConvNet of this depth and width, used for distillation, evaluation and the baseline."""
+        return f"ConvNetD{self.depth}W{self.width}"
 
     def method_config(self, method: str, ipc: int):
         """The distillation configuration of `method` for MHIST, with this profile's ConvNet depth."""
@@ -154,7 +155,7 @@ CPU = Profile(
     cross_arch=CrossArchSettings(datasets=("CIFAR10",), inits=("real",), epochs=30, n_models=2, test_images=2000),
     nas=NasSettings(depths=(1, 2, 3, 4), widths=(32, 128), full_epochs=1, full_train_images=10000,
                     distilled_epochs=40, n_models=2),
-    mhist=MhistSettings(im_size=64, depth=4, ipcs=(10, 50), baseline_epochs=5, eval_epochs=30, n_models=3,
+    mhist=MhistSettings(im_size=64, depth=4, width=32, ipcs=(10, 50), baseline_epochs=5, eval_epochs=30, n_models=3,
                         gm=GradientMatchingConfig(iterations=10, real_batch=32, loops=((10, 5, 2), (50, 5, 1))),
                         dm=DistributionMatchingConfig(iterations=50, real_batch=64),
                         mtt=TrajectoryMatchingConfig(iterations=10, syn_steps=10, batch_syn=20, max_start_epoch=2,

@@ -51,9 +51,11 @@ class ResultWriter:
     """Saves a notebook's tables (CSV, Markdown, LaTeX) and figures (PNG, PDF) with profile, seed, device,
     versions and wall time."""
 
-    def __init__(self, results_dir: str | os.PathLike, *, notebook: str, profile: str, seed: int, device: str):
+    def __init__(self, results_dir: str | os.PathLike, *, notebook: str, profile: str, seed: int, device: str,
+                 details: dict[str, str] | None = None):
         self.root = Path(results_dir)
         self.notebook, self.profile, self.seed, self.device = notebook, profile, seed, str(device)
+        self.details = details or {}   # e.g. precision and hardware
         self.start = time.perf_counter()
         for sub in ("tables", "figures", "synthetic"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -73,7 +75,7 @@ class ResultWriter:
     def metadata(self) -> dict[str, str]:
         """Run metadata stamped into every file: profile, seed, device, versions, time."""
         return {"notebook": self.notebook, "profile": self.profile, "seed": str(self.seed), "device": self.device,
-                "torch": torch.__version__, "torchvision": torchvision.__version__,
+                **self.details, "torch": torch.__version__, "torchvision": torchvision.__version__,
                 "python": platform.python_version(), "created_utc": datetime.now(timezone.utc).isoformat(
                     timespec="seconds"), "wall_seconds_since_start": f"{time.perf_counter() - self.start:.1f}"}
 

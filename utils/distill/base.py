@@ -3,6 +3,7 @@ saved set whose configuration matches."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -16,10 +17,11 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
+from utils.augment import DSA, strategy_for
 from utils.data import Dataset
 from utils.paths import cache_dir
 from utils.results import atomic_write
-from utils.synthetic import SyntheticSet, check_init
+from utils.synthetic import SyntheticSet, check_init, initial_images
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,51 @@ class Distiller(Protocol):
     def synthetic(self) -> tuple[torch.Tensor, torch.Tensor, float | None]: ...
 
 
+class SyntheticImages:
+    """What every distiller shares: learnable synthetic images with their SGD optimiser, the sampling and DSA
+    generators, and a snapshot of all of it so an interrupted run resumes exactly."""
+
+    def __init__(self, data: Dataset, task: DistillTask, config, *, seed: int, device: torch.device,
+                 precision: str, lr_img: float, momentum: float):
+        self.data, self.task, self.config = data, task, config
+        self.device, self.precision = device, precision
+        self.generator = torch.Generator().manual_seed(seed)
+        images, labels = initial_images(data, task.ipc, task.init, self.generator)
+        self.images, self.labels = images.to(device).requires_grad_(True), labels.to(device)
+        self.optimizer = torch.optim.SGD([self.images], lr=lr_img, momentum=momentum)
+        self.dsa = DSA(strategy_for(data.name) if config.dsa else "none", seed=seed)
+
+    def learnables(self) -> dict[str, torch.Tensor]:
+        """Tensors optimised in place, by name (a method with more, like MTT's learning rate, adds them)."""
+        return {"images": self.images}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimisers whose state a resumed run needs, by name."""
+        return {"optimizer": self.optimizer}
+
+    def state_dict(self) -> dict:
+        """A snapshot (copies, not views) of everything a resumed run needs."""
+        return copy.deepcopy({**{name: t.detach().cpu() for name, t in self.learnables().items()},
+                              **{name: o.state_dict() for name, o in self.optimizers().items()},
+                              "generator": self.generator.get_state(), "dsa": self.dsa.generator.get_state(),
+                              "torch_rng": torch.get_rng_state()})
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a snapshot taken by `state_dict`."""
+        with torch.no_grad():
+            for name, tensor in self.learnables().items():
+                tensor.copy_(state[name].to(self.device))
+        for name, optimizer in self.optimizers().items():
+            optimizer.load_state_dict(state[name])
+        self.generator.set_state(state["generator"])
+        self.dsa.generator.set_state(state["dsa"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def synthetic(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """Images, labels and (for methods that learn one) the learning rate to train on them with."""
+        return self.images.detach(), self.labels, None
+
+
 def config_hash(config: dict) -> str:
     """Short stable hash of a JSON-able configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -62,8 +109,9 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
 
 
 class PeakMemory:
-    """Peak memory a block adds (MiB): the CUDA allocator's peak on a GPU; on a CPU, the sampled peak of the
-    process's resident memory above its level when the block started (data already loaded is not counted)."""
+    """Peak memory a block adds (MiB): the CUDA allocator's peak on a GPU; on a CPU, the peak of the process's
+    resident memory above its level when the block started (data already loaded is not counted). On Linux the
+    kernel's exact high-water mark is reset and read back; elsewhere resident memory is sampled every 50 ms."""
 
     def __init__(self, device: torch.device):
         self.device, self.peak_mib = device, 0.0
@@ -72,26 +120,50 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
-        self._stop = threading.Event()
-        process = psutil.Process()
-
-        def sample():
-            while not self._stop.wait(0.05):
-                self.peak_mib = max(self.peak_mib, process.memory_info().rss / 2**20)
-
-        self._start_mib = process.memory_info().rss / 2**20
-        self.peak_mib = self._start_mib
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
+        self._start_mib = _resident_mib()
+        self._kernel_peak = _reset_kernel_peak()
+        if not self._kernel_peak:
+            self._stop = threading.Event()
+            self._sampled_mib = self._start_mib
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
         return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self._sampled_mib = max(self._sampled_mib, _resident_mib())
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+            return
+        if self._kernel_peak:
+            peak = _kernel_peak_mib()
         else:
             self._stop.set()
             self._thread.join()
-            self.peak_mib -= self._start_mib
+            peak = max(self._sampled_mib, _resident_mib())
+        self.peak_mib = max(0.0, peak - self._start_mib)
+
+
+def _resident_mib() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _reset_kernel_peak() -> bool:
+    """Reset Linux's resident-memory high-water mark (VmHWM) to the current level; False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _kernel_peak_mib() > 0
+    except OSError:
+        return False
+
+
+def _kernel_peak_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def run_distillation(distiller: Distiller, *, iterations: int, config: dict, data: Dataset,

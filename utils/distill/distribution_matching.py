@@ -12,7 +12,6 @@ the same computation as the class-by-class loop of the paper, only with fewer, l
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,10 +20,8 @@ from torch import nn
 
 from networks import get_network
 from utility import autocast
-from utils.augment import DSA, strategy_for
 from utils.data import Dataset
-from utils.distill.base import DistillTask
-from utils.synthetic import initial_images
+from utils.distill.base import DistillTask, SyntheticImages
 
 
 @dataclass(frozen=True)
@@ -65,19 +62,14 @@ def embedding_network(architecture: str, data: Dataset, device: torch.device) ->
     return net
 
 
-class DistributionMatching:
+class DistributionMatching(SyntheticImages):
     """Distribution-matching distiller (see module docstring); one `step` is one outer iteration."""
 
     def __init__(self, data: Dataset, task: DistillTask, config: DistributionMatchingConfig, *, seed: int,
                  device: torch.device, precision: str):
         embedding_network(config.architecture, data, torch.device("cpu"))  # fail early on a wrong architecture
-        self.data, self.task, self.config = data, task, config
-        self.device, self.precision = device, precision
-        self.generator = torch.Generator().manual_seed(seed)
-        images, self.labels = initial_images(data, task.ipc, task.init, self.generator)
-        self.images = images.to(device).requires_grad_(True)
-        self.optimizer = torch.optim.SGD([self.images], lr=config.lr_img, momentum=config.momentum_img)
-        self.dsa = DSA(strategy_for(data.name) if config.dsa else "none", seed=seed)
+        super().__init__(data, task, config, seed=seed, device=device, precision=precision, lr_img=config.lr_img,
+                         momentum=config.momentum_img)
         self.class_indices = data.class_indices()
         self.x_train = data.x_train.to(device)
 
@@ -107,20 +99,3 @@ class DistributionMatching:
         loss.backward()
         self.optimizer.step()
         return loss.item() / self.data.num_classes
-
-    def state_dict(self) -> dict:
-        """A snapshot (copies, not views) of everything a resumed run needs."""
-        return copy.deepcopy({"images": self.images.detach().cpu(), "optimizer": self.optimizer.state_dict(),
-                              "generator": self.generator.get_state(), "dsa": self.dsa.generator.get_state(),
-                              "torch_rng": torch.get_rng_state()})
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.dsa.generator.set_state(state["dsa"])
-        torch.set_rng_state(state["torch_rng"])
-
-    def synthetic(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
-        return self.images.detach(), self.labels, None

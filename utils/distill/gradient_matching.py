@@ -14,10 +14,8 @@ import torch.nn.functional as F
 
 from networks import get_network
 from utility import autocast
-from utils.augment import DSA, strategy_for
 from utils.data import Dataset
-from utils.distill.base import DistillTask
-from utils.synthetic import initial_images
+from utils.distill.base import DistillTask, SyntheticImages
 
 DISTANCES = ("layerwise", "mse", "cos")
 # images per class -> (outer_loop, inner_loop), from the DC paper.
@@ -74,21 +72,16 @@ def gradient_distance(real: list[torch.Tensor], syn: list[torch.Tensor], kind: s
     raise ValueError(f"Unknown distance {kind!r}; allowed: {', '.join(DISTANCES)}")
 
 
-class GradientMatching:
+class GradientMatching(SyntheticImages):
     """Gradient-matching distiller (see module docstring); one `step` is one outer iteration."""
 
     def __init__(self, data: Dataset, task: DistillTask, config: GradientMatchingConfig, *, seed: int,
                  device: torch.device, precision: str):
         if config.distance not in DISTANCES:
             raise ValueError(f"Unknown distance {config.distance!r}; allowed: {', '.join(DISTANCES)}")
-        self.data, self.task, self.config = data, task, config
+        super().__init__(data, task, config, seed=seed, device=device, precision=precision, lr_img=config.lr_img,
+                         momentum=config.momentum_img)
         self.outer_loop, self.inner_loop = config.loops_for(task.ipc)
-        self.device, self.precision = device, precision
-        self.generator = torch.Generator().manual_seed(seed)
-        images, labels = initial_images(data, task.ipc, task.init, self.generator)
-        self.images, self.labels = images.to(device).requires_grad_(True), labels.to(device)
-        self.optimizer = torch.optim.SGD([self.images], lr=config.lr_img, momentum=config.momentum_img)
-        self.dsa = DSA(strategy_for(data.name) if config.dsa else "none", seed=seed)
         self.class_indices = data.class_indices()
         self.x_train = data.x_train.to(device)
         self.seed = seed
@@ -138,19 +131,3 @@ class GradientMatching:
                 net_loss.backward()
                 net_opt.step()
         return total / (self.outer_loop * self.data.num_classes)
-
-    def state_dict(self) -> dict:
-        return {"images": self.images.detach().cpu(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "dsa": self.dsa.generator.get_state(),
-                "torch_rng": torch.get_rng_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.dsa.generator.set_state(state["dsa"])
-        torch.set_rng_state(state["torch_rng"])
-
-    def synthetic(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
-        return self.images.detach(), self.labels, None

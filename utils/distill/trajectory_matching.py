@@ -17,7 +17,6 @@ ZCA (`zca=True`): the experts, the initial images and the student all live in th
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -26,11 +25,9 @@ from torch.func import functional_call
 
 from networks import get_network
 from utility import autocast
-from utils.augment import DSA, strategy_for
 from utils.data import Dataset
-from utils.distill.base import DistillTask
+from utils.distill.base import DistillTask, SyntheticImages
 from utils.distill.experts import ExpertConfig, load_or_train_experts, zca_whiten
-from utils.synthetic import initial_images
 
 MIN_LR = 1e-6
 EXPERT_SEED = 0  # experts do not depend on the distillation seed, so every seed reuses one buffer
@@ -109,7 +106,7 @@ def guard_lr(lr: torch.Tensor, floor: float = MIN_LR) -> None:
         lr.clamp_(min=floor)
 
 
-class TrajectoryMatching:
+class TrajectoryMatching(SyntheticImages):
     """Trajectory-matching distiller (see module docstring); one `step` is one outer iteration."""
 
     def __init__(self, data: Dataset, task: DistillTask, config: TrajectoryMatchingConfig, *, seed: int,
@@ -117,22 +114,16 @@ class TrajectoryMatching:
         experts = load_or_train_experts(data, config.expert_config(), seed=EXPERT_SEED, device=device,
                                         precision=precision)
         self.experts = [torch.stack(trajectory) for trajectory in experts]
-        self.data = zca_whiten(data) if config.zca else data
-        self.task, self.config = task, config
-        self.device, self.precision = device, precision
+        super().__init__(zca_whiten(data) if config.zca else data, task, config, seed=seed, device=device,
+                         precision=precision, lr_img=config.lr_img, momentum=config.momentum)
         self.net = get_network(config.architecture, data.channels, data.num_classes, data.im_size).to(device)
         self.shapes = [(name, p.shape) for name, p in self.net.named_parameters()]
         size = sum(p.numel() for p in self.net.parameters())
         if self.experts[0].shape[1] != size:
             raise ValueError(f"Expert trajectories hold {self.experts[0].shape[1]} parameters but "
                              f"{config.architecture} has {size}; delete the stale expert cache")
-        self.generator = torch.Generator().manual_seed(seed)
-        images, self.labels = initial_images(self.data, task.ipc, task.init, self.generator)
-        self.images = images.to(device).requires_grad_(True)
         self.lr = torch.tensor(float(config.lr_teacher), device=device, requires_grad=True)
-        self.optimizer_img = torch.optim.SGD([self.images], lr=config.lr_img, momentum=config.momentum)
         self.optimizer_lr = torch.optim.SGD([self.lr], lr=config.lr_lr, momentum=config.momentum)
-        self.dsa = DSA(strategy_for(data.name) if config.dsa else "none", seed=seed)
         self.batch = config.batch_syn or len(self.labels)
 
     def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -146,13 +137,12 @@ class TrajectoryMatching:
     def student(self, start: torch.Tensor) -> torch.Tensor:
         """Flat parameters after `syn_steps` differentiable SGD steps on the synthetic set from `start`."""
         params = start.clone().requires_grad_(True)
-        labels = self.labels.to(self.device)
         for _ in range(self.config.syn_steps):
-            idx = torch.randperm(len(labels), generator=self.generator)[: self.batch].to(self.device)
+            idx = torch.randperm(len(self.labels), generator=self.generator)[: self.batch].to(self.device)
             x = self.dsa(self.images[idx])
             with autocast(self.device, self.precision):
                 logits = functional_call(self.net, self._unflatten(params), (x,))
-            loss = F.cross_entropy(logits.float(), labels[idx])
+            loss = F.cross_entropy(logits.float(), self.labels[idx])
             (grad,) = torch.autograd.grad(loss, params, create_graph=True)
             params = params - self.lr * grad
         return params
@@ -169,29 +159,19 @@ class TrajectoryMatching:
             raise FloatingPointError(f"Trajectory-matching loss is {loss.item()} (expert {expert}, start epoch {t}, "
                                      f"lr {self.lr.item():.3g}); nothing was updated. Lower lr_img, lr_lr or "
                                      "lr_teacher")
-        self.optimizer_img.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         self.optimizer_lr.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer_img.step()
+        self.optimizer.step()
         self.optimizer_lr.step()
         guard_lr(self.lr)
         return loss.item()
 
-    def state_dict(self) -> dict:
-        """A snapshot (copies, not views) of everything a resumed run needs."""
-        return copy.deepcopy({"images": self.images.detach().cpu(), "lr": self.lr.detach().cpu(),
-                              "optimizer_img": self.optimizer_img.state_dict(),
-                              "optimizer_lr": self.optimizer_lr.state_dict(),
-                              "generator": self.generator.get_state(), "dsa": self.dsa.generator.get_state()})
+    def learnables(self) -> dict[str, torch.Tensor]:
+        return {**super().learnables(), "lr": self.lr}
 
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-            self.lr.copy_(state["lr"].to(self.device))
-        self.optimizer_img.load_state_dict(state["optimizer_img"])
-        self.optimizer_lr.load_state_dict(state["optimizer_lr"])
-        self.generator.set_state(state["generator"])
-        self.dsa.generator.set_state(state["dsa"])
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {**super().optimizers(), "optimizer_lr": self.optimizer_lr}
 
     def synthetic(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
         return self.images.detach(), self.labels, self.lr.item()

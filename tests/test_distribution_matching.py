@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fakes import fake_dataset
 
 import utils.distill.distribution_matching as dm
 from utils.data import Dataset
@@ -12,15 +13,6 @@ from utils.distill.distribution_matching import DistributionMatching, dm_loss, e
 from utils.synthetic import SyntheticSet, synthetic_path
 
 CPU = torch.device("cpu")
-
-
-def fake_dataset(name: str, classes: int, shape: tuple[int, int, int], per_class: int, seed: int = 0) -> Dataset:
-    """Random images whose mean depends on the class, `per_class` of each class."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(classes).repeat_interleave(per_class)
-    x = torch.randn(len(y), *shape, generator=g) + y.view(-1, 1, 1, 1).float()
-    return Dataset(name, x, y, x[:4].clone(), y[:4].clone(), [str(c) for c in range(classes)],
-                   [0.0] * shape[0], [1.0] * shape[0])
 
 
 def make(data: Dataset, ipc: int = 2, seed: int = 0, init: str = "real", **config) -> DistributionMatching:

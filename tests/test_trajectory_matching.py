@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from fakes import fake_dataset
 
 import utils.distill.experts as experts
 from utils.data import Dataset
@@ -23,15 +24,6 @@ TINY = {"syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 1, "lr_img": 100.
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DD_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def fake_dataset(name: str, classes: int, shape: tuple[int, int, int], per_class: int, seed: int = 0) -> Dataset:
-    """Random images whose mean depends on the class, `per_class` of each class."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(classes).repeat_interleave(per_class)
-    x = torch.randn(len(y), *shape, generator=g) + y.view(-1, 1, 1, 1).float()
-    return Dataset(name, x, y, x[:4].clone(), y[:4].clone(), [str(c) for c in range(classes)],
-                   [0.0] * shape[0], [1.0] * shape[0])
 
 
 def make(data: Dataset, ipc: int = 2, seed: int = 0, **overrides) -> TrajectoryMatching:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib import ticker
 
 from utility import TrainHistory
 from utils.data import Dataset
@@ -74,6 +75,36 @@ def scatter(x: list[float], y: list[float], labels: list[str], xlabel: str, ylab
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_time(table, score_columns: dict[str, str], title: str) -> plt.Figure:
+    """One panel per dataset: each distilled set's score (column per dataset in `score_columns`, 'mean ± std')
+    against its distillation time; colour = method, filled = real init, hollow = noise init, size = ipc."""
+    datasets = list(dict.fromkeys(table["dataset"]))
+    methods = list(dict.fromkeys(table["method"]))
+    colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.8), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = table[table["dataset"] == dataset]
+        for r in rows.to_dict("records"):
+            score = float(str(r[score_columns[dataset]]).split(" ± ")[0])
+            colour = colours[r["method"]]
+            ax.scatter(max(float(r["distillation time (s)"]), 1.0), score, s=20 + 2 * int(r["ipc"]),
+                       color=colour if r["init"] == "real" else "none", edgecolors=colour, linewidths=1.5)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(round(v))[0] in "25" else ""))
+        ax.set(title=dataset, xlabel="distillation time (s, log scale)",
+               ylabel=f"{score_columns[dataset].replace(' (%)', '')} (%)")
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=m) for m, c in colours.items()]
+    handles += [plt.Line2D([], [], marker="o", linestyle="", color="grey", label="real init"),
+                plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="grey",
+                           label="noise init")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(f"{title} (marker size grows with images per class)")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 

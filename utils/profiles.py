@@ -152,13 +152,13 @@ CPU = Profile(
     dm=DistributionMatchingConfig(iterations=100, real_batch=64),
     mtt=TrajectoryMatchingConfig(iterations=30, syn_steps=10, batch_syn=50, expert_epochs=2, max_start_epoch=2,
                                  lr_teacher=0.01, num_experts=2, expert_train_images=10000),
-    cross_arch=CrossArchSettings(datasets=("CIFAR10",), inits=("real",), epochs=30, n_models=2, test_images=2000),
+    cross_arch=CrossArchSettings(datasets=("CIFAR10",), inits=("real",), epochs=30, n_models=2, test_images=1000),
     nas=NasSettings(depths=(1, 2, 3, 4), widths=(32, 128), full_epochs=1, full_train_images=10000,
                     distilled_epochs=40, n_models=2),
-    mhist=MhistSettings(im_size=64, depth=4, width=32, ipcs=(10, 50), baseline_epochs=5, eval_epochs=30, n_models=3,
+    mhist=MhistSettings(im_size=64, depth=4, width=32, ipcs=(10, 50), baseline_epochs=15, eval_epochs=30, n_models=3,
                         gm=GradientMatchingConfig(iterations=10, real_batch=32, loops=((10, 5, 2), (50, 5, 1))),
                         dm=DistributionMatchingConfig(iterations=50, real_batch=64),
-                        mtt=TrajectoryMatchingConfig(iterations=10, syn_steps=10, batch_syn=20, max_start_epoch=2,
+                        mtt=TrajectoryMatchingConfig(iterations=30, syn_steps=10, batch_syn=20, max_start_epoch=2,
                                                      lr_teacher=0.01, num_experts=1)),
 )
 

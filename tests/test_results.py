@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import matplotlib
 import pandas as pd
@@ -12,7 +16,7 @@ import torch
 from PIL import Image
 
 from utils.paths import RESULTS_DIR, results_dir
-from utils.results import ResultWriter, atomic_write, read_metadata, read_table
+from utils.results import ResultWriter, atomic_write, read_metadata, read_sidecar, read_table
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -27,15 +31,21 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def test_table_writes_csv_md_tex_with_metadata(writer):
+def test_table_writes_plain_csv_sidecar_md_tex_with_metadata(writer):
     df = pd.DataFrame({"method": ["gm", "dm", "random"], "ipc": [1, 10, 50],
                        "accuracy": [0.2812, 0.49, 0.7125], "note": ["a, b", 'quote "x"', ""]})
     paths = writer.table(df, "accuracy", caption="Test accuracy")
-    assert set(paths) == {"csv", "md", "tex"}
+    assert set(paths) == {"csv", "json", "md", "tex"}
     assert all(p.is_file() and p.parent == writer.tables for p in paths.values())
-    assert {p.name for p in paths.values()} == {"accuracy.csv", "accuracy.md", "accuracy.tex"}
+    assert {p.name for p in paths.values()} == {"accuracy.csv", "accuracy.json", "accuracy.md", "accuracy.tex"}
 
+    plain = pd.read_csv(paths["csv"])  # no options: opens anywhere
+    pd.testing.assert_frame_equal(plain.fillna(""), df)
+    assert paths["csv"].read_text().splitlines()[0] == "method,ipc,accuracy,note"
+    side = json.loads(paths["json"].read_text())
+    assert side["caption"] == "Test accuracy" and side["integer_columns"] == ["ipc"]
     meta = read_metadata(paths["csv"])
+    assert meta == side["metadata"]
     assert meta["profile"] == "smoke" and meta["seed"] == "7" and meta["device"] == "cpu"
     assert meta["torch"] == torch.__version__ and meta["notebook"] == "01_test"
     back = read_table(paths["csv"])
@@ -54,7 +64,7 @@ def test_rewriting_a_table_replaces_it(writer):
     writer.table(pd.DataFrame({"x": [1]}), "t")
     writer.table(pd.DataFrame({"x": [2, 3]}), "t")
     assert read_table(writer.tables / "t.csv")["x"].tolist() == [2, 3]
-    assert sorted(p.name for p in writer.tables.iterdir()) == ["t.csv", "t.md", "t.tex"]
+    assert sorted(p.name for p in writer.tables.iterdir()) == ["t.csv", "t.json", "t.md", "t.tex"]
 
 
 def test_figure_writes_png_and_pdf_with_metadata(writer):
@@ -73,12 +83,50 @@ def test_figure_writes_png_and_pdf_with_metadata(writer):
     assert _leftovers(writer.figures) == []
 
 
-def test_json_has_metadata(writer):
-    import json
+def test_integer_columns_stay_integers_even_where_pandas_would_guess_otherwise(writer):
+    df = pd.DataFrame({"ipc": [1, 10], "epochs": [3, 4], "score": [1.0, 2.0], "label": ["0", "1"]})
+    path = writer.table(df, "ints")["csv"]
+    back = read_table(path)
+    assert back["ipc"].dtype == "int64" and back["epochs"].dtype == "int64" and back["score"].dtype == "float64"
+    assert read_sidecar(path)["integer_columns"] == ["ipc", "epochs"]
 
-    path = writer.json({"score": 1.5}, "summary")
-    body = json.loads(path.read_text())
-    assert body["score"] == 1.5 and body["metadata"]["profile"] == "smoke"
+
+def test_old_tables_with_a_hash_header_still_read(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text("# profile: cpu\n# seed: 0\nmodel,accuracy\nConvNet #2,0.5\n")
+    assert read_metadata(path) == {"profile": "cpu", "seed": "0"}
+    pd.testing.assert_frame_equal(read_table(path), pd.DataFrame({"model": ["ConvNet #2"], "accuracy": [0.5]}))
+    assert read_sidecar(path)["caption"] == ""
+
+
+def test_result_files_respect_the_umask(writer):
+    old = os.umask(0o022)
+    try:
+        paths = {**writer.table(pd.DataFrame({"x": [1]}), "perm"), "standalone": atomic_write(
+            writer.root / "summary.md", lambda p: p.write_text("x"))}
+        os.umask(0o027)
+        paths["strict"] = atomic_write(writer.root / "strict.md", lambda p: p.write_text("x"))
+    finally:
+        os.umask(old)
+    for key, path in paths.items():
+        expected = 0o640 if key == "strict" else 0o644
+        assert path.stat().st_mode & 0o777 == expected, f"{path.name}: {oct(path.stat().st_mode & 0o777)}"
+
+
+def test_a_full_disk_leaves_the_previous_table_generation_whole(writer):
+    writer.table(pd.DataFrame({"x": [1]}), "t", caption="old")
+    before = {p.name: p.read_bytes() for p in writer.tables.iterdir()}
+    real_write_text = Path.write_text
+
+    def full_on_tex(self, text, *args, **kwargs):
+        if self.suffix == ".tex":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, text, *args, **kwargs)
+
+    with mock.patch.object(Path, "write_text", full_on_tex), pytest.raises(OSError, match="No space left"):
+        writer.table(pd.DataFrame({"x": [2, 3]}), "t", caption="new")
+    after = {p.name: p.read_bytes() for p in writer.tables.iterdir()}
+    assert after == before, "every format must keep the previous generation and no temporary file may remain"
 
 
 def test_atomic_write_cleans_up_when_the_writer_raises(tmp_path):

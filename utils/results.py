@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
+import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -16,27 +16,48 @@ import torch
 import torchvision
 
 
+def _temporary_beside(path: Path) -> Path:
+    """Create an empty, uniquely named hidden file beside `path` with the usual umask-respecting permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.parent / f".{path.stem}-{secrets.token_hex(4)}{path.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def atomic_write_many(writes: dict[Path, Callable[[Path], None]]) -> dict[Path, Path]:
+    """Call each `write(tmp)` on a temporary file beside its path; only once all succeeded, rename them into
+    place together, so a failure (e.g. a full disk) leaves every previous file untouched and no temporary file."""
+    staged: dict[Path, Path] = {}
+    try:
+        for path, write in writes.items():
+            staged[path] = _temporary_beside(path)
+            write(staged[path])
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in staged.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return {path: path for path in writes}
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    atomic_write_many({Path(path): write})
+    return Path(path)
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a results CSV, skipping its `#` metadata header (a `#` inside a cell is kept)."""
-    return pd.read_csv(path, skiprows=len(read_metadata(path)))
+def sidecar(path: str | os.PathLike) -> Path:
+    """The metadata file `<name>.json` beside a table's `<name>.csv`."""
+    return Path(path).with_suffix(".json")
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The `# key: value` metadata header of a results CSV."""
+def _legacy_header(path: str | os.PathLike) -> dict[str, str]:
+    """The `# key: value` lines that older result CSVs started with (read so old results folders still work)."""
     meta = {}
     with open(path) as handle:
         for line in handle:
@@ -45,6 +66,27 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
             key, _, value = line[2:].rstrip("\n").partition(": ")
             meta[key] = value
     return meta
+
+
+def read_sidecar(path: str | os.PathLike) -> dict:
+    """A table's sidecar: `caption`, `metadata` and `integer_columns`; built from an old-style `#` header
+    (without caption) when the CSV has no sidecar."""
+    json_path = sidecar(path)
+    if json_path.exists():
+        return json.loads(json_path.read_text())
+    return {"caption": "", "metadata": _legacy_header(Path(path).with_suffix(".csv")), "integer_columns": []}
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The run metadata (profile, seed, device, hardware, versions, time) of a results table."""
+    return read_sidecar(path)["metadata"]
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a results CSV (a plain CSV; older ones had a `#` header, skipped), integer columns as integers."""
+    side = read_sidecar(path)
+    skip = 0 if sidecar(path).exists() else len(side["metadata"])
+    return pd.read_csv(path, skiprows=skip, dtype={c: "int64" for c in side["integer_columns"]})
 
 
 class ResultWriter:
@@ -80,33 +122,32 @@ class ResultWriter:
                     timespec="seconds"), "wall_seconds_since_start": f"{time.perf_counter() - self.start:.1f}"}
 
     def table(self, df: pd.DataFrame, name: str, caption: str = "") -> dict[str, Path]:
-        """Write `df` as `tables/<name>.csv`, `.md` and `.tex`."""
+        """Write `df` as `tables/<name>.csv` (plain), `.json` (caption and metadata), `.md` and `.tex`, all
+        renamed into place together."""
         meta = self.metadata()
-        header = "".join(f"# {k}: {v}\n" for k, v in meta.items())
         footer = "; ".join(f"{k}: {v}" for k, v in meta.items())
+        body = {"caption": caption, "metadata": meta,
+                "integer_columns": [str(c) for c in df.columns if pd.api.types.is_integer_dtype(df[c])]}
         writers = {
-            "csv": lambda p: p.write_text(header + df.to_csv(index=False)),
+            "csv": lambda p: p.write_text(df.to_csv(index=False)),
+            "json": lambda p: p.write_text(json.dumps(body, indent=2) + "\n"),
             "md": lambda p: p.write_text((f"**{caption}**\n\n" if caption else "") + df.to_markdown(index=False)
                                          + f"\n\n<sub>{footer}</sub>\n"),
             "tex": lambda p: p.write_text("".join(f"% {k}: {v}\n" for k, v in meta.items())
                                           + df.to_latex(index=False, caption=caption or None, escape=True)),
         }
-        return {ext: atomic_write(self.tables / f"{name}.{ext}", fn) for ext, fn in writers.items()}
+        paths = {ext: self.tables / f"{name}.{ext}" for ext in writers}
+        atomic_write_many({paths[ext]: fn for ext, fn in writers.items()})
+        return paths
 
     def figure(self, fig, name: str) -> dict[str, Path]:
         """Write a matplotlib figure as `figures/<name>.png` and `.pdf`, metadata embedded in both."""
         meta = self.metadata()
         text = "; ".join(f"{k}: {v}" for k, v in meta.items())
-        paths = {
-            "png": atomic_write(self.figures / f"{name}.png", lambda p: fig.savefig(
-                p, format="png", dpi=150, bbox_inches="tight", metadata={"Description": text})),
-            "pdf": atomic_write(self.figures / f"{name}.pdf", lambda p: fig.savefig(
-                p, format="pdf", bbox_inches="tight", metadata={"Subject": text})),
-        }
+        paths = {ext: self.figures / f"{name}.{ext}" for ext in ("png", "pdf")}
+        atomic_write_many({
+            paths["png"]: lambda p: fig.savefig(p, format="png", dpi=150, bbox_inches="tight",
+                                                metadata={"Description": text}),
+            paths["pdf"]: lambda p: fig.savefig(p, format="pdf", bbox_inches="tight", metadata={"Subject": text}),
+        })
         return paths
-
-    def json(self, payload: dict, name: str) -> Path:
-        """Write `payload` with the metadata as `tables/<name>.json`."""
-        body = {"metadata": self.metadata(), **payload}
-        return atomic_write(self.tables / f"{name}.json",
-                            lambda p: p.write_text(json.dumps(body, indent=2, default=str)))

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from networks import get_network
 from utils.metrics import classification_metrics
+from utils.progress import progress as progress_bar
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -135,8 +135,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     else:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     history = TrainHistory()
-    bar = tqdm(range(epochs), desc=progress if isinstance(progress, str) else "train", disable=not progress,
-               leave=False)
+    bar = progress_bar(range(epochs), desc=progress if isinstance(progress, str) else "train", unit="epoch",
+                       disable=not progress)
     start = time.perf_counter()
     for _ in bar:
         model.train()
@@ -193,7 +193,7 @@ def evaluate_training_set(x: torch.Tensor, y: torch.Tensor, test: tuple[torch.Te
     device = device if isinstance(device, torch.device) else get_device(device)
     precision = resolve_precision(precision, device)
     runs, seconds = [], []
-    for k in tqdm(range(n_models), desc=f"evaluate {architecture}", disable=not progress, leave=False):
+    for k in progress_bar(range(n_models), desc=f"evaluate {architecture}", unit="model", disable=not progress):
         set_seed(seed + k)
         model = get_network(architecture, channels, num_classes, im_size).to(device)
         history = train(model, x.detach(), y, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,

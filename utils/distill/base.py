@@ -15,11 +15,11 @@ from typing import Protocol
 
 import psutil
 import torch
-from tqdm.auto import tqdm
 
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset
 from utils.paths import cache_dir
+from utils.progress import progress
 from utils.results import atomic_write
 from utils.synthetic import SyntheticSet, check_init, initial_images
 
@@ -178,7 +178,7 @@ def run_distillation(distiller: Distiller, *, iterations: int, config: dict, dat
         losses, done, seconds = state["losses"], state["iteration"], state["seconds"]
     with PeakMemory(device) as memory:
         start = time.perf_counter()
-        bar = tqdm(range(done, iterations), desc=desc, initial=done, total=iterations, leave=False)
+        bar = progress(range(done, iterations), desc=desc, initial=done, total=iterations, unit="iteration")
         for it in bar:
             losses.append(distiller.step())
             bar.set_postfix(loss=f"{losses[-1]:.4g}")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from networks import get_network
 from utility import set_seed, train
@@ -24,6 +23,7 @@ from utils.augment import DSA, strategy_for
 from utils.data import Dataset, stratified_subset
 from utils.distill.base import config_hash, tensor_digest
 from utils.paths import cache_dir
+from utils.progress import progress
 from utils.results import atomic_write
 
 ZCA_EPSILON = 0.1
@@ -123,7 +123,7 @@ def train_expert(data: Dataset, config: ExpertConfig, *, seed: int, device: torc
     if config.train_images is not None and config.train_images < len(x):
         x, y = stratified_subset(x, y, config.train_images, seed)
     trajectory = [flat_parameters(model)]
-    for _ in tqdm(range(config.epochs), desc=f"expert seed {seed}", leave=False):
+    for _ in progress(range(config.epochs), desc=f"expert seed {seed}", unit="epoch", leave=False):
         # one epoch per call: `schedule='step'` with epochs=1 has no milestone, so the lr stays constant
         train(model, x, y, epochs=1, lr=config.lr, batch_size=config.batch_size, momentum=0.0, weight_decay=0.0,
               schedule="step", augment=augment, precision=precision)
@@ -142,7 +142,7 @@ def load_or_train_experts(data: Dataset, config: ExpertConfig, *, seed: int, dev
     folder = cache_dir() / "experts" / config_hash(key)
     train_data = None
     trajectories = []
-    for k in tqdm(range(config.num_experts), desc="experts", leave=False):
+    for k in progress(range(config.num_experts), desc="experts", unit="expert"):
         path = folder / f"expert_{k}.pt"
         saved = torch.load(path, weights_only=True) if path.exists() else None
         if saved is not None and saved["key"] == key:

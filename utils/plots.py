@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib.pyplot as plt
 import torch
 from matplotlib import ticker
@@ -20,33 +22,45 @@ def learning_curves(histories: dict[str, TrainHistory]) -> plt.Figure:
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss")
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
     return fig
 
 
-def _grid(images: torch.Tensor, rows: int) -> torch.Tensor:
-    """Tile N x C x H x W images into one C x (rows*H) x (cols*W) canvas, row-major."""
+def _grid(images: torch.Tensor, rows: int, gap: int = 2) -> torch.Tensor:
+    """Tile N x C x H x W images (values in [0, 1]) row-major into one canvas, `gap` white pixels between tiles."""
     n, c, h, w = images.shape
     cols = n // rows
-    return images[: rows * cols].view(rows, cols, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w)
+    canvas = torch.ones(c, rows * (h + gap) - gap, cols * (w + gap) - gap)
+    for k, image in enumerate(images[: rows * cols]):
+        top, left = (k // cols) * (h + gap), (k % cols) * (w + gap)
+        canvas[:, top:top + h, left:left + w] = image
+    return canvas
 
 
 def synthetic_before_after(before: torch.Tensor, after: torch.Tensor, data: Dataset, title: str,
                            max_per_class: int = 10) -> plt.Figure:
-    """Synthetic images before and after distillation side by side, one row per class."""
+    """Synthetic images before and after distillation side by side, one row per class; the title says how many
+    of each class's images are shown when there are more than `max_per_class`."""
     ipc = len(before) // data.num_classes
     show = min(ipc, max_per_class)
+    gap = max(1, data.im_size[0] // 16)
     pick = torch.cat([torch.arange(c * ipc, c * ipc + show) for c in range(data.num_classes)])
     fig, axes = plt.subplots(1, 2, figsize=(2 + 0.6 * show * 2, 0.6 * data.num_classes + 1))
     for ax, images, label in zip(axes, (before, after), ("initial", "distilled")):
-        canvas = _grid(data.denormalise(images[pick]), data.num_classes)
-        ax.imshow(canvas.permute(1, 2, 0).squeeze(-1), cmap="gray" if data.channels == 1 else None)
+        canvas = _grid(data.denormalise(images[pick]).clamp(0, 1), data.num_classes, gap)
+        ax.imshow(canvas.permute(1, 2, 0).squeeze(-1), cmap="gray" if data.channels == 1 else None, vmin=0, vmax=1)
         ax.set_title(label)
         ax.set_xticks([])
-        ax.set_yticks([(i + 0.5) * data.im_size[0] for i in range(data.num_classes)], data.classes)
-    fig.suptitle(title)
+        ax.set_yticks([i * (data.im_size[0] + gap) + data.im_size[0] / 2 for i in range(data.num_classes)],
+                      data.classes)
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    shown = f" (first {show} of {ipc} images per class shown)" if show < ipc else ""
+    fig.suptitle(title + shown)
     fig.tight_layout()
     return fig
 
@@ -78,50 +92,90 @@ def scatter(x: list[float], y: list[float], labels: list[str], xlabel: str, ylab
     return fig
 
 
-def accuracy_vs_time(table, score_columns: dict[str, str], title: str) -> plt.Figure:
-    """One panel per dataset: each distilled set's score (column per dataset in `score_columns`, 'mean ± std')
-    against its distillation time; colour = method, filled = real init, hollow = noise init, size = ipc."""
+def mean_std(cell) -> tuple[float, float]:
+    """(mean, std) of a 'mean ± std' cell; std 0 for a plain number."""
+    parts = str(cell).split(" ± ")
+    return float(parts[0]), float(parts[1]) if len(parts) > 1 else 0.0
+
+
+def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=None) -> plt.Figure:
+    """One panel per dataset: each distilled set's score (column per dataset in `score_columns`, 'mean ± std',
+    drawn with ± std error bars) against its distillation time; colour = method, filled = real init, hollow = noise
+    init, size = ipc. Rows of `floor` (random real subsets) are dashed reference lines with a ± std band."""
     datasets = list(dict.fromkeys(table["dataset"]))
     methods = list(dict.fromkeys(table["method"]))
     colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 4), squeeze=False)
+    styles = ["--", ":", "-."]
     for ax, dataset in zip(axes[0], datasets):
-        rows = table[table["dataset"] == dataset]
-        for r in rows.to_dict("records"):
-            score = float(str(r[score_columns[dataset]]).split(" ± ")[0])
+        column = score_columns[dataset]
+        for r in table[table["dataset"] == dataset].to_dict("records"):
+            score, std = mean_std(r[column])
             colour = colours[r["method"]]
-            ax.scatter(max(float(r["distillation time (s)"]), 1.0), score, s=20 + 2 * int(r["ipc"]),
-                       color=colour if r["init"] == "real" else "none", edgecolors=colour, linewidths=1.5)
+            x = max(float(r["distillation time (s)"]), 1.0)
+            ax.errorbar(x, score, yerr=std, color=colour, capsize=3, linewidth=1, zorder=2)
+            ax.scatter(x, score, s=20 + 2 * int(r["ipc"]), color=colour if r["init"] == "real" else "white",
+                       edgecolors=colour, linewidths=1.5, zorder=3)
+        references = [] if floor is None else floor[floor["dataset"] == dataset].to_dict("records")
+        for k, r in enumerate(references):
+            mean, std = mean_std(r[column])
+            ax.axhline(mean, color="black", linestyle=styles[k % len(styles)], linewidth=1.2)
+            if std > 0:
+                ax.axhspan(mean - std, mean + std, color="black", alpha=0.1, linewidth=0)
+            ax.annotate(f"random real, ipc {r['ipc']}", (0.02, mean), xycoords=("axes fraction", "data"),
+                        textcoords="offset points", xytext=(0, 3), fontsize=7)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(round(v))[0] in "25" else ""))
-        ax.set(title=dataset, xlabel="distillation time (s, log scale)",
-               ylabel=f"{score_columns[dataset].replace(' (%)', '')} (%)")
+        ax.set(title=dataset, xlabel="distillation time (s, log scale)", ylabel=f"{column.replace(' (%)', '')} (%)")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=m) for m, c in colours.items()]
     handles += [plt.Line2D([], [], marker="o", linestyle="", color="grey", label="real init"),
-                plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="grey",
+                plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="white", color="grey",
                            label="noise init")]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f"{title} (marker size grows with images per class)")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    if floor is not None and len(floor):
+        handles.append(plt.Line2D([], [], color="black", linestyle="--", label="random real (± std)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    fig.suptitle(f"{title}\n(mean ± std over networks; marker size grows with images per class)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 + 0.05 * (len(handles) > 4), 1, 1))
     return fig
 
 
-def grouped_bars(table, label_column: str, title: str, ylabel: str = "test accuracy (%)") -> plt.Figure:
-    """Bars of 'mean ± std' cells: one group per row of `table`, one bar per other column, std as error bar."""
-    columns = [c for c in table.columns if c != label_column]
-    parse = [[tuple(float(v) for v in str(cell).split(" ± ")) for cell in table[c]] for c in columns]
-    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(table) * len(columns) / 3, 4))
-    width = 0.8 / len(columns)
-    for k, (column, values) in enumerate(zip(columns, parse)):
-        positions = [i + k * width for i in range(len(table))]
-        ax.bar(positions, [v[0] for v in values], width, yerr=[v[1] for v in values], label=column, capsize=2)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(table))], table[label_column], rotation=20, ha="right",
-                  fontsize=8)
-    ax.set(ylabel=ylabel, title=title)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(6, len(columns)))
+def transfer_bars(table, label_column: str, title: str, chance: float | None = None,
+                  reference: str = "random real", ylabel: str = "test accuracy (%)") -> plt.Figure:
+    """Cross-architecture transfer: one panel per '<dataset>, ipc <k>' named in the labels, one group of bars per
+    architecture (the other columns, 'mean ± std' cells with ± std error bars), one bar per set; the set whose
+    label starts with `reference` is a dashed line with a ± std band over each group, `chance` a dotted line."""
+    architectures = [c for c in table.columns if c != label_column]
+    panel_of = [(m.group(1), m.group(2)) if (m := re.search(r"(\w+), ipc (\d+)", str(label))) else ("", "")
+                for label in table[label_column]]
+    panels = list(dict.fromkeys(panel_of))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(7.0, 1.4 * len(architectures) + 2), 3.6 * len(panels)),
+                             squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels):
+        rows = table[[p == panel for p in panel_of]]
+        is_reference = rows[label_column].astype(str).str.startswith(reference)
+        sets, floor = rows[~is_reference], rows[is_reference]
+        width = 0.8 / max(len(sets), 1)
+        for k, r in enumerate(sets.to_dict("records")):
+            cells = [mean_std(r[a]) for a in architectures]
+            label = str(r[label_column]).replace(f", {panel[0]}, ipc {panel[1]}", "")
+            ax.bar([i - 0.4 + (k + 0.5) * width for i in range(len(architectures))], [c[0] for c in cells], width,
+                   yerr=[c[1] for c in cells], capsize=2, label=label)
+        for r in floor.to_dict("records"):
+            for i, a in enumerate(architectures):
+                mean, std = mean_std(r[a])
+                ax.plot([i - 0.45, i + 0.45], [mean, mean], color="black", linestyle="--", linewidth=1.2,
+                        label=f"{reference} (± std)" if i == 0 else None)
+                ax.fill_between([i - 0.45, i + 0.45], mean - std, mean + std, color="black", alpha=0.12,
+                                linewidth=0)
+        if chance is not None:
+            ax.axhline(chance, color="tab:red", linestyle=":", linewidth=1.2, label=f"chance ({chance:g}%)")
+        ax.set_xticks(range(len(architectures)), architectures)
+        ax.set(ylabel=ylabel, title=f"{panel[0]}, {panel[1]} images per class" if panel[0] else "", ylim=(0, None))
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 

@@ -6,8 +6,10 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import utility
+from networks import get_network
 from utils.data import Dataset
 from utils.distill import METHODS, DistillTask, GradientMatchingConfig, distill
 from utils.distill.base import PeakMemory, config_hash, method_config, run_distillation
@@ -261,3 +263,65 @@ def test_peak_memory_counts_what_the_block_allocates_and_not_what_came_before():
         del block
     assert 150 < memory.peak_mib < 400
     assert before.sum() > 0
+
+
+# ------------------------------------------------------------------------------- independent reference
+
+
+def _naive_layerwise(real: list[torch.Tensor], syn: list[torch.Tensor]) -> torch.Tensor:
+    """DC paper Eq. 10, one output node at a time: sum of 1 − cos over the rows of every weight tensor."""
+    total = torch.zeros(())
+    for gr, gs in zip(real, syn):
+        if gr.dim() == 1:   # biases and norm parameters are not matched
+            continue
+        for r, s in zip(gr.reshape(len(gr), -1), gs.reshape(len(gs), -1)):
+            total = total + 1 - (r @ s) / (r.norm() * s.norm() + 1e-6)
+    return total
+
+
+def test_outer_iteration_equals_a_naive_reference(fake):
+    """One GM step against a deliberately naive re-implementation of Algorithm 1 of the DC paper with the official
+    optimisers: per class a real and a synthetic gradient and their layer-wise distance, summed; one image step
+    (SGD, momentum 0.5) per outer loop; between outer loops `inner_loop` epochs of plain SGD (lr_net, no momentum)
+    over the shuffled synthetic set in batches of `batch_train` (here 2 batches per epoch, as at ipc 50)."""
+    ipc, classes, outer_loop, inner_loop, lr_img, lr_net = 2, 3, 2, 2, 0.1, 0.01
+    config = GradientMatchingConfig(real_batch=8, loops=((ipc, outer_loop, inner_loop),), architecture="ConvNetD1W32",
+                                    dsa=False, batch_train=4, lr_img=lr_img, lr_net=lr_net)
+    gm = GradientMatching(fake, DistillTask("CIFAR10", ipc, "real"), config, seed=3, device=CPU, precision="fp32")
+    generator = torch.Generator()
+    generator.set_state(gm.generator.get_state())
+    start = gm.images.detach().clone()
+    labels = torch.arange(classes).repeat_interleave(ipc)
+    rng = torch.get_rng_state()
+    net = get_network("ConvNetD1W32", 3, classes, (32, 32))   # the network `step` will draw
+    torch.set_rng_state(rng)
+    loss = gm.step()
+
+    params = list(net.parameters())
+    syn, velocity, losses = start.clone(), None, []
+    for outer in range(outer_loop):
+        syn.requires_grad_(True)
+        total = torch.zeros(())
+        for c in range(classes):
+            idx = torch.nonzero(fake.y_train == c).flatten()
+            real = fake.x_train[idx[torch.randperm(len(idx), generator=generator)[:8]]]
+            g_real = torch.autograd.grad(F.cross_entropy(net(real), torch.full((len(real),), c)), params)
+            g_syn = torch.autograd.grad(F.cross_entropy(net(syn[c * ipc:(c + 1) * ipc]), labels[c * ipc:(c + 1) * ipc]),
+                                        params, create_graph=True)
+            total = total + _naive_layerwise([g.detach() for g in g_real], list(g_syn))
+        losses.append(total.item())
+        (grad,) = torch.autograd.grad(total, syn)
+        velocity = grad if velocity is None else 0.5 * velocity + grad
+        syn = (syn - lr_img * velocity).detach()
+        if outer == outer_loop - 1:
+            break
+        for _ in range(inner_loop):
+            for batch in torch.randperm(len(syn), generator=generator).split(4):
+                step_grads = torch.autograd.grad(F.cross_entropy(net(syn[batch]), labels[batch]), params)
+                with torch.no_grad():
+                    for p, g in zip(params, step_grads):
+                        p -= lr_net * g
+
+    torch.testing.assert_close(gm.images.detach(), syn, rtol=1e-5, atol=1e-5)
+    assert loss == pytest.approx(sum(losses) / (outer_loop * classes), rel=1e-5)
+    assert not torch.equal(syn, start)

@@ -13,13 +13,16 @@ import torch
 
 from utility import set_seed
 from utils.data import Dataset
-from utils.distill.base import DistillTask, distill_or_load, method_config, run_distillation
+from utils.distill.base import DistillTask, data_digest, distill_or_load, method_config, run_distillation
 from utils.distill.distribution_matching import DistributionMatching, DistributionMatchingConfig
 from utils.distill.gradient_matching import GradientMatching, GradientMatchingConfig
 from utils.distill.trajectory_matching import TrajectoryMatching, TrajectoryMatchingConfig
 from utils.synthetic import SyntheticSet, synthetic_path
 
 METHODS = {"gm": GradientMatching, "dm": DistributionMatching, "mtt": TrajectoryMatching}
+# Bumped whenever a change to the methods' computation makes earlier saved sets stale (2: siamese DSA with one
+# draw per class, official normalisation constants, raw-pixel ZCA, GM network SGD without momentum).
+IMPLEMENTATION_VERSION = 2
 METHOD_LABELS = {"gm": "Gradient matching + DSA", "dm": "Distribution matching", "mtt": "Trajectory matching"}
 
 __all__ = ["METHODS", "DistillTask", "DistributionMatchingConfig", "GradientMatchingConfig", "TrajectoryMatchingConfig",
@@ -33,9 +36,10 @@ def distill(method: str, data: Dataset, task: DistillTask, config, *, results_di
         raise ValueError(f"Unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if task.dataset != data.name:
         raise ValueError(f"task.dataset={task.dataset!r} does not match the loaded dataset {data.name!r}")
-    full = {"method": method, "dataset": task.dataset, "ipc": task.ipc, "init": task.init,
-            "im_size": list(data.im_size), "method_config": method_config(config), "profile": profile,
-            "seed": seed, "precision": precision}
+    full = {"method": method, "implementation": IMPLEMENTATION_VERSION, "dataset": task.dataset, "ipc": task.ipc,
+            "init": task.init, "im_size": list(data.im_size), "method_config": method_config(config),
+            "profile": profile, "seed": seed, "precision": precision, "device_class": torch.device(device).type,
+            "data": data_digest(data)}
 
     def build() -> SyntheticSet:
         set_seed(seed)

@@ -54,12 +54,13 @@ class ExpertConfig:
 def zca_whiten(data: Dataset, epsilon: float = ZCA_EPSILON) -> Dataset:
     """A copy of `data` whose train and test images are ZCA-whitened with statistics of the training images.
 
-    Every image is flattened to a vector x. With m the mean and C = XcᵀXc / (N − 1) the covariance of the
-    centred training vectors Xc, eigen-decomposed as C = U diag(λ) Uᵀ, the whitening matrix is
-    W = U diag((λ + ε)^(−1/2)) Uᵀ and each image becomes W (x − m), reshaped back to C x H x W. ε regularises
-    the small eigenvalues (0.1, the value of the Kornia `ZCAWhitening` used by MTT). m and W are cached under
-    `cache_dir()/zca/`, keyed by the training images and ε. The whitened images are no longer in the
-    mean/std-normalised space, so `Dataset.denormalise` does not show them faithfully.
+    As in the official MTT code, whitening acts on raw [0, 1] pixels (the mean/std normalisation is undone
+    first), so ε keeps the scale it has there. Every image is flattened to a vector x. With m the mean and
+    C = XcᵀXc / (N − 1) the covariance of the centred training vectors Xc, eigen-decomposed as
+    C = U diag(λ) Uᵀ, the whitening matrix is W = U diag((λ + ε)^(−1/2)) Uᵀ and each image becomes W (x − m),
+    reshaped back to C x H x W. ε regularises the small eigenvalues (0.1, the value of the Kornia `ZCAWhitening`
+    used by MTT). m and W are cached under `cache_dir()/zca/`, keyed by the training pixels and ε. The whitened
+    images are no longer in the mean/std-normalised space, so `Dataset.denormalise` does not show them faithfully.
     """
     if epsilon <= 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
@@ -67,10 +68,16 @@ def zca_whiten(data: Dataset, epsilon: float = ZCA_EPSILON) -> Dataset:
     if dim > ZCA_MAX_DIM:
         raise ValueError(f"ZCA on {data.name} images of {dim} values needs a {dim} x {dim} covariance; at most "
                          f"{ZCA_MAX_DIM} values per image (3 x 64 x 64) are supported. Use zca=False")
-    mean, matrix = _zca_transform(data.x_train, epsilon)
+    channel_mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    channel_std = torch.tensor(data.std).view(1, -1, 1, 1)
+
+    def pixels(x: torch.Tensor) -> torch.Tensor:
+        return x * channel_std + channel_mean
+
+    mean, matrix = _zca_transform(pixels(data.x_train), epsilon)
 
     def whiten(x: torch.Tensor) -> torch.Tensor:
-        return ((x.flatten(1) - mean) @ matrix).view_as(x)
+        return ((pixels(x).flatten(1) - mean) @ matrix).view_as(x)
 
     return replace(data, x_train=whiten(data.x_train), x_test=whiten(data.x_test))
 
@@ -118,10 +125,11 @@ def train_expert(data: Dataset, config: ExpertConfig, *, seed: int, device: torc
     """Train one expert and return its flat parameters at initialisation and after every epoch."""
     set_seed(seed)
     model = get_network(config.architecture, data.channels, data.num_classes, data.im_size).to(device)
-    augment = DSA(strategy_for(data.name), seed=seed) if config.dsa else None
+    augment = DSA(strategy_for(data.name), seed=seed, device=device) if config.dsa else None
     x, y = data.x_train, data.y_train
     if config.train_images is not None and config.train_images < len(x):
         x, y = stratified_subset(x, y, config.train_images, seed)
+    x, y = x.to(device), y.to(device)   # once, not every epoch
     trajectory = [flat_parameters(model)]
     for _ in progress(range(config.epochs), desc=f"expert seed {seed}", unit="epoch", leave=False):
         # one epoch per call: `schedule='step'` with epochs=1 has no milestone, so the lr stays constant

@@ -1,8 +1,11 @@
-"""Gradient matching (Dataset Condensation, Zhao, Mopuri & Bilen, ICLR 2021) with optional DSA.
+"""Gradient matching (Dataset Condensation, Zhao, Mopuri & Bilen, ICLR 2021, Algorithm 1 and Eq. 10) with
+optional DSA (Zhao & Bilen, ICML 2021, Eq. 5).
 
 Each outer iteration draws a fresh network; `outer_loop` times it matches, class by class, the gradient of
-the loss on a real batch with the gradient on the synthetic images, updates the images, then trains the
-network `inner_loop` steps on the synthetic set.
+the loss on a real batch with the gradient on the synthetic images (both augmented by one siamese DSA draw),
+sums the layer-wise distances over classes and takes one SGD step on the images; then, except after the last
+outer loop, it trains the network `inner_loop` epochs over the synthetic set (shuffled, batches of `batch_train`,
+per-image DSA) with plain SGD (lr_net, no momentum), as the official code does.
 """
 
 from __future__ import annotations
@@ -31,12 +34,18 @@ class GradientMatchingConfig:
     lr_img: float = 0.1
     momentum_img: float = 0.5
     lr_net: float = 0.01
-    momentum_net: float = 0.5
+    momentum_net: float = 0.0
+    batch_train: int = 256
     distance: str = "layerwise"
     loops: tuple[tuple[int, int, int], ...] = PAPER_LOOPS
     dsa: bool = True
     architecture: str = "ConvNet"
     checkpoint_every: int = 10
+
+    def __post_init__(self):
+        for name in ("iterations", "real_batch", "batch_train"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
 
     def loops_for(self, ipc: int) -> tuple[int, int]:
         """(outer_loop, inner_loop) for `ipc`; an ipc missing from the table is an error."""
@@ -97,7 +106,7 @@ class GradientMatching(SyntheticImages):
         for c in range(self.data.num_classes):
             real = self._real_batch(c)
             syn = self.images[c * ipc:(c + 1) * ipc]
-            aug = self.dsa.sample(max(len(real), len(syn)))
+            aug = self.dsa.sample_siamese()
             target_real = torch.full((len(real),), c, device=self.device)
             with autocast(self.device, self.precision):
                 real_loss = F.cross_entropy(net(self.dsa.apply(real, aug)), target_real)
@@ -106,6 +115,18 @@ class GradientMatching(SyntheticImages):
             g_syn = torch.autograd.grad(syn_loss, params, create_graph=True)
             loss = loss + gradient_distance(g_real, list(g_syn), self.config.distance)
         return loss
+
+    def _train_network(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """`inner_loop` epochs over the synthetic set in shuffled batches of `batch_train`."""
+        images = self.images.detach()
+        for _ in range(self.inner_loop):
+            order = torch.randperm(len(images), generator=self.generator).to(self.device)
+            for idx in order.split(self.config.batch_train):
+                with autocast(self.device, self.precision):
+                    net_loss = F.cross_entropy(net(self.dsa(images[idx])), self.labels[idx])
+                optimizer.zero_grad(set_to_none=True)
+                net_loss.backward()
+                optimizer.step()
 
     def step(self) -> float:
         """One outer iteration; returns the matching loss averaged over outer loops and classes."""
@@ -123,11 +144,5 @@ class GradientMatching(SyntheticImages):
             total += loss.item()
             if outer == self.outer_loop - 1:
                 break
-            images = self.images.detach()
-            for _ in range(self.inner_loop):
-                with autocast(self.device, self.precision):
-                    net_loss = F.cross_entropy(net(self.dsa(images)), self.labels)
-                net_opt.zero_grad(set_to_none=True)
-                net_loss.backward()
-                net_opt.step()
+            self._train_network(net, net_opt)
         return total / (self.outer_loop * self.data.num_classes)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from networks import get_network
+from utils import compiled
 from utils.metrics import classification_metrics
 from utils.progress import progress as progress_bar
 
@@ -95,13 +96,13 @@ class TrainHistory:
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, precision: str = "fp32") -> torch.Tensor:
-    """Logits of `model` for all of `x` (float32, on the CPU)."""
+    """Logits of `model` for all of `x` (float32, on the CPU), compiled where possible (`utils.compiled`)."""
     device = next(model.parameters()).device
     model.eval()
-    outputs = []
-    with torch.no_grad(), autocast(device, precision):
-        for start in range(0, len(x), batch_size):
-            outputs.append(model(x[start:start + batch_size].to(device, non_blocking=True)).float().cpu())
+    rows = min(batch_size, len(x))
+    outputs = [compiled.logits(model, x[start:start + batch_size].to(device, non_blocking=True),
+                               precision=precision, batch_rows=rows).cpu()
+               for start in range(0, len(x), batch_size)]
     return torch.cat(outputs)
 
 
@@ -121,7 +122,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     """Train `model` in place on in-memory tensors with SGD; evaluate on `test` after each epoch if given.
 
     `schedule='step'` divides the lr by 10 at half the epochs (the DC evaluation protocol);
-    `'cosine'` anneals it to zero per step. `augment` maps a batch to an augmented batch.
+    `'cosine'` anneals it to zero per step. `augment` maps a batch to an augmented batch. Each step is compiled
+    where possible (`utils.compiled`); the ragged last batch of an epoch is padded with zero-weight rows.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"Unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
@@ -145,10 +147,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
             xb, yb = x[idx], y[idx]
             if augment is not None:
                 xb = augment(xb)
-            with autocast(device, precision):
-                loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = compiled.train_step(model, xb, yb, precision=precision, batch_rows=batch_rows)
             optimizer.step()
             scheduler.step()
             total += loss.detach() * len(idx)

@@ -19,6 +19,9 @@ from utils.data import Dataset, load_dataset
 # core slows small CPU kernels down by 10x or more, so the tests run single-threaded unless told otherwise.
 _DEFAULT_THREADS = torch.get_num_threads()
 torch.set_num_threads(int(os.environ.get("DD_TEST_THREADS", "1")))
+# Compiling a network costs seconds to minutes per shape; the tests (and the notebooks they execute) run eagerly
+# unless told otherwise. `tests/test_compiled.py` switches compilation on where it checks it.
+os.environ.setdefault("DD_COMPILE", "0")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from networks import get_network
-from utility import autocast
+from utils import compiled
 from utils.data import Dataset
 from utils.distill.base import DistillTask, SyntheticImages
 
@@ -90,10 +90,9 @@ class DistributionMatching(SyntheticImages):
         """One iteration; returns the matching loss per class (the optimised sum divided by the class count)."""
         net = embedding_network(self.config.architecture, self.data, self.device)
         reals, syns = self.augmented_pairs()
-        with torch.no_grad(), autocast(self.device, self.precision):
-            real_embed = net.embed(torch.cat(reals)).float()
-        with autocast(self.device, self.precision):
-            syn_embed = net.embed(torch.cat(syns)).float()
+        with torch.no_grad():
+            real_embed = compiled.embed(net, torch.cat(reals), precision=self.precision)
+        syn_embed = compiled.embed(net, torch.cat(syns), precision=self.precision)
         loss = dm_loss(real_embed.split([len(r) for r in reals]), syn_embed.split([len(s) for s in syns]))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

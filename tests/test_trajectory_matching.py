@@ -6,13 +6,22 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from fakes import fake_dataset
+from torch.func import functional_call
 
 import utils.distill.experts as experts
 from utils.data import Dataset
 from utils.distill import METHODS, DistillTask, TrajectoryMatchingConfig, distill
 from utils.distill.experts import ExpertConfig, buffer_size_mib, expert_dir, load_or_train_experts, zca_whiten
-from utils.distill.trajectory_matching import MIN_LR, TrajectoryMatching, guard_lr, trajectory_loss
+from utils.distill.trajectory_matching import (
+    MIN_LR,
+    PAPER_SETTINGS,
+    TrajectoryMatching,
+    guard_lr,
+    trajectory_loss,
+)
+from utils.profiles import PAPER
 from utils.synthetic import SyntheticSet, synthetic_path
 
 CPU = torch.device("cpu")
@@ -36,17 +45,23 @@ def test_registered():
     assert METHODS["mtt"] is TrajectoryMatching
 
 
-def test_paper_settings():
-    one, ten, fifty = (TrajectoryMatchingConfig.paper_settings(ipc) for ipc in (1, 10, 50))
-    assert (one.syn_steps, one.expert_epochs, one.max_start_epoch, one.lr_img, one.lr_lr, one.lr_teacher,
-            one.zca) == (50, 2, 2, 100.0, 1e-7, 0.01, True)
-    assert (ten.syn_steps, ten.max_start_epoch, ten.lr_img, ten.lr_lr, ten.lr_teacher, ten.zca) == (
-        30, 20, 100.0, 1e-5, 0.001, True)
-    assert (fifty.max_start_epoch, fifty.lr_img, fifty.lr_teacher, fifty.zca) == (40, 1000.0, 0.001, False)
-    assert TrajectoryMatchingConfig.paper_settings(10, zca=False).zca is False
-    assert ten.expert_config().epochs == 22
+def test_paper_profile_uses_the_paper_settings_of_each_ipc():
+    """Every MTT field the authors set for an ipc (PAPER_SETTINGS) is what the `paper` profile distils with."""
+    for ipc in PAPER.study.ipcs:
+        config = PAPER.method_config("mtt", ipc)
+        assert {k: getattr(config, k) for k in PAPER_SETTINGS[ipc]} == PAPER_SETTINGS[ipc], ipc
+    assert set(PAPER.study.ipcs) <= set(PAPER_SETTINGS)
     with pytest.raises(ValueError, match="ipc=5; allowed: 1, 10, 50"):
         TrajectoryMatchingConfig.paper_settings(5)
+
+
+def test_mhist_paper_settings_whiten_nothing_at_128_px():
+    """ZCA needs a D x D covariance (D = 49,152 at 128 px): the paper MHIST settings must not ask for it."""
+    mhist = PAPER.mhist
+    for ipc in mhist.ipcs:
+        config = mhist.method_config("mtt", ipc)
+        assert not config.zca and config.architecture == mhist.architecture
+        assert 3 * mhist.im_size ** 2 > experts.ZCA_MAX_DIM
 
 
 def test_config_validation():
@@ -162,6 +177,18 @@ def test_zca_whitening_decorrelates_with_training_statistics():
     assert torch.equal(data.x_train, x)  # the input dataset is untouched
 
 
+def test_zca_whitens_raw_pixels_not_normalised_values():
+    """As the official MTT (kornia on [0, 1] pixels): the normalisation is undone before whitening, so the same
+    pixels give the same whitened images whatever mean/std the dataset was normalised with."""
+    g = torch.Generator().manual_seed(1)
+    pixels = torch.rand(500, 1, 4, 4, generator=g)
+    y = torch.zeros(len(pixels), dtype=torch.long)
+    raw = Dataset("MNIST", pixels, y, pixels[:5].clone(), y[:5].clone(), ["0"], [0.0], [1.0])
+    normalised = Dataset("MNIST", (pixels - 0.5) / 0.25, y, (pixels[:5] - 0.5) / 0.25, y[:5].clone(), ["0"],
+                         [0.5], [0.25])
+    torch.testing.assert_close(zca_whiten(normalised).x_train, zca_whiten(raw).x_train, rtol=1e-4, atol=1e-4)
+
+
 def test_zca_rejects_images_too_large_for_a_covariance():
     data = fake_dataset("MHIST", 2, (3, 128, 128), 1)
     with pytest.raises(ValueError, match="49152 values.*Use zca=False"):
@@ -193,3 +220,59 @@ def test_distill_round_trip_keeps_the_learned_lr(tmp_path):
     assert copy.lr == result.lr
     again, reused = distill("mtt", data, task, config, **kwargs)
     assert reused and again.lr == result.lr
+
+
+def _tiny_distiller(**overrides) -> TrajectoryMatching:
+    data = fake_dataset("MNIST", 2, (1, 8, 8), 6)
+    return make(data, ipc=3, **{"syn_steps": 1, "architecture": "ConvNetD1W8", **overrides})
+
+
+def test_one_student_step_is_a_manual_sgd_step_with_the_learned_lr():
+    distiller = _tiny_distiller()
+    start = distiller.experts[0][0]
+    params = start.clone().requires_grad_(True)
+    logits = functional_call(distiller.net, distiller._unflatten(params), (distiller.images.detach(),))
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits, distiller.labels), params)
+    expected = start - distiller.lr.detach() * grad
+    torch.testing.assert_close(distiller.student(start).detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_student_uses_every_image_once_per_pass_in_chunks():
+    """The official student walks a shuffled permutation in chunks of batch_syn: 6 images, batch 2, 3 steps."""
+    distiller = _tiny_distiller(syn_steps=3, batch_syn=2)
+    seen = []
+    net_forward = distiller.net.forward
+
+    def record(x):
+        seen.append(x.detach().clone())
+        return net_forward(x)
+
+    distiller.net.forward = record
+    distiller.student(distiller.experts[0][0])
+    batches = torch.cat(seen).flatten(1)
+    assert [len(b) for b in seen] == [2, 2, 2]
+    order = [int((distiller.images.detach().flatten(1) - row).abs().amax(1).argmin()) for row in batches]
+    assert sorted(order) == list(range(6)), order
+
+
+def test_matching_gradients_agree_with_finite_differences():
+    """d loss / d images and d loss / d lr through the unrolled student, against central differences."""
+    distiller = _tiny_distiller(syn_steps=3, batch_syn=6)
+    distiller.net.double()   # float64 so that the differences are not lost in rounding
+    start, target = distiller.experts[0][0].double(), distiller.experts[0][1].double()
+
+    def loss(images: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        distiller.images, distiller.lr = images, lr
+        distiller.generator.manual_seed(0)   # same minibatches in every evaluation
+        return trajectory_loss(distiller.student(start), start, target)
+
+    images = distiller.images.detach().double().requires_grad_(True)
+    lr = distiller.lr.detach().double().requires_grad_(True)
+    grad_images, grad_lr = torch.autograd.grad(loss(images, lr), (images, lr))
+    direction = torch.randn(images.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eps = 1e-5
+    images, lr = images.detach(), lr.detach()
+    numeric = (loss(images + eps * direction, lr) - loss(images - eps * direction, lr)) / (2 * eps)
+    numeric_lr = (loss(images, lr + 1e-8) - loss(images, lr - 1e-8)) / 2e-8
+    assert (grad_images * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-4)
+    assert grad_lr.item() == pytest.approx(numeric_lr.item(), rel=1e-4)

@@ -144,3 +144,27 @@ def test_rank_correlations_known_values():
     # two adjacent swaps: sum d^2 = 4 -> rho = 1 - 6*4/(5*24) = 0.8; 2 of 10 pairs discordant -> tau = 0.6
     swapped = rank_correlations([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
     assert swapped == pytest.approx({"spearman": 0.8, "kendall": 0.6})
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"),
+                                                          (False, False, "fp32")])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, avx512_bf16, amx, expected):
+    """Plain AVX-512 (capability 'AVX512') emulates bf16, about 9x slower: 'auto' must stay fp32 there."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert utility.resolve_precision("auto", CPU) == expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_cuda_ignores_emulated_bf16(monkeypatch, native):
+    """A T4 or V100 reports bf16 'supported' through emulation; only native support counts."""
+    calls = []
+
+    def supported(including_emulation: bool = True) -> bool:
+        calls.append(including_emulation)
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert utility.resolve_precision("auto", torch.device("cuda")) == ("bf16" if native else "fp32")
+    assert calls == [False]

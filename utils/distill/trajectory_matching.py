@@ -154,7 +154,7 @@ class TrajectoryMatching(SyntheticImages):
             x = self.dsa(self.images[idx])
             with autocast(self.device, self.precision):
                 logits = functional_call(self.net, self._unflatten(params), (x,))
-            loss = F.cross_entropy(logits.float(), self.labels[idx])
+            loss = F.cross_entropy(logits.to(params.dtype), self.labels[idx])
             (grad,) = torch.autograd.grad(loss, params, create_graph=True)
             params = params - self.lr * grad
         return params

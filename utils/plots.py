@@ -51,7 +51,8 @@ def synthetic_before_after(before: torch.Tensor, after: torch.Tensor, data: Data
     fig, axes = plt.subplots(1, 2, figsize=(2 + 0.6 * show * 2, 0.6 * data.num_classes + 1))
     for ax, images, label in zip(axes, (before, after), ("initial", "distilled")):
         canvas = _grid(data.denormalise(images[pick]).clamp(0, 1), data.num_classes, gap)
-        ax.imshow(canvas.permute(1, 2, 0).squeeze(-1), cmap="gray" if data.channels == 1 else None, vmin=0, vmax=1)
+        ax.imshow(canvas.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if data.channels == 1 else None, vmin=0,
+                  vmax=1, interpolation="nearest")
         ax.set_title(label)
         ax.set_xticks([])
         ax.set_yticks([i * (data.im_size[0] + gap) + data.im_size[0] / 2 for i in range(data.num_classes)],

@@ -6,14 +6,18 @@ import json
 import os
 import platform
 import secrets
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torchvision
+
+from utils.paths import PROJECT_ROOT
 
 
 def _temporary_beside(path: Path) -> Path:
@@ -69,12 +73,15 @@ def _legacy_header(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_sidecar(path: str | os.PathLike) -> dict:
-    """A table's sidecar: `caption`, `metadata` and `integer_columns`; built from an old-style `#` header
-    (without caption) when the CSV has no sidecar."""
+    """A table's sidecar: `caption`, `metadata` and `integer_columns`; for an older CSV without one, built from
+    its `#` header and the bold first line of its `.md`."""
     json_path = sidecar(path)
     if json_path.exists():
         return json.loads(json_path.read_text())
-    return {"caption": "", "metadata": _legacy_header(Path(path).with_suffix(".csv")), "integer_columns": []}
+    markdown = Path(path).with_suffix(".md")
+    first = markdown.read_text().partition("\n")[0] if markdown.exists() else ""
+    caption = first[2:-2] if first.startswith("**") and first.endswith("**") else ""
+    return {"caption": caption, "metadata": _legacy_header(Path(path).with_suffix(".csv")), "integer_columns": []}
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -87,6 +94,18 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     side = read_sidecar(path)
     skip = 0 if sidecar(path).exists() else len(side["metadata"])
     return pd.read_csv(path, skiprows=skip, dtype={c: "int64" for c in side["integer_columns"]})
+
+
+@lru_cache(maxsize=1)
+def code_commit() -> str:
+    """The project's git commit (short hash, '-dirty' with uncommitted changes to tracked files), else 'unknown'."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+    try:
+        return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "-uno") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 class ResultWriter:
@@ -115,11 +134,12 @@ class ResultWriter:
         return self.root / "synthetic"
 
     def metadata(self) -> dict[str, str]:
-        """Run metadata stamped into every file: profile, seed, device, versions, time."""
+        """Run metadata stamped into every file: profile, seed, device, versions, commit, time."""
         return {"notebook": self.notebook, "profile": self.profile, "seed": str(self.seed), "device": self.device,
                 **self.details, "torch": torch.__version__, "torchvision": torchvision.__version__,
-                "python": platform.python_version(), "created_utc": datetime.now(timezone.utc).isoformat(
-                    timespec="seconds"), "wall_seconds_since_start": f"{time.perf_counter() - self.start:.1f}"}
+                "python": platform.python_version(), "commit": code_commit(),
+                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "wall_seconds_since_start": f"{time.perf_counter() - self.start:.1f}"}
 
     def table(self, df: pd.DataFrame, name: str, caption: str = "") -> dict[str, Path]:
         """Write `df` as `tables/<name>.csv` (plain), `.json` (caption and metadata), `.md` and `.tex`, all

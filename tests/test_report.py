@@ -1,0 +1,232 @@
+"""The report built from a (fake) results folder: self-contained HTML that a real browser shows with every figure,
+a LaTeX file whose inputs exist (and compiles where pdflatex is installed); figures a reader expects."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import matplotlib
+import nbformat
+import pandas as pd
+import pytest
+import torch
+
+from utils import plots, report
+from utils.results import ResultWriter
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1200,900"]
+
+
+def _executed_stub(path: Path, title: str, question: str, interpretation: str, seconds: float) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n{question}"),
+                nbformat.v4.new_code_cell("profile = 'smoke'", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_markdown_cell("## A step\n\nNot part of the report."),
+                nbformat.v4.new_markdown_cell(f"## Interpretation\n\n{interpretation}")]
+    nb.metadata["papermill"] = {"duration": seconds}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+@pytest.fixture(scope="module")
+def fake_results(tmp_path_factory) -> Path:
+    """A small results folder: tables of 01 and 08, two figures, one executed notebook (01), one not (02)."""
+    root = tmp_path_factory.mktemp("results")
+    writer = ResultWriter(root, notebook="01_baseline", profile="smoke", seed=0, device="cpu",
+                          details={"precision": "fp32", "hardware": "Fake CPU, 2 threads"})
+    writer.table(pd.DataFrame({"dataset": ["MNIST", "CIFAR10"], "epochs": [1, 2], "test accuracy (%)": [97.5, 40.1]}),
+                 "01_baseline", caption="ConvNet on the full training set")
+    writer.table(pd.DataFrame({"dataset": ["MNIST"], "method": ["DM"], "accuracy (%)": [97.5],
+                               "source": ["published & <papers>"]}), "08_published", caption="Published numbers")
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([1, 2, 3], [0.5, 0.7, 0.8])
+    writer.figure(fig, "01_baseline_learning_curves")
+    writer.figure(fig, "02_gradient_matching_MNIST_loss")
+    plt.close(fig)
+    _executed_stub(root / "notebooks" / "01_baseline.ipynb", "01 · Full-data baselines",
+                   "**Question.** How accurate is the ConvNet on *all* the data?", "- MNIST is close to solved.", 61)
+    report.build(root)
+    return root
+
+
+def test_report_reads_like_the_course_report(fake_results):
+    html = (fake_results / "report.html").read_text()
+    assert "<title>Dataset distillation" in html and "ECE1512 2022F Project B report (Shi &amp; Chen)" in html
+    assert html.index("01 · Full-data baselines") < html.index("02 · Gradient matching")  # 02: project notebook
+    assert "<strong>Question.</strong> How accurate is the ConvNet on <em>all</em> the data?" in html
+    assert "MNIST is close to solved." in html and "Not part of the report." not in html
+    assert "ConvNet on the full training set" in html and "published &amp; &lt;papers&gt;" in html
+    assert "Fake CPU, 2 threads" in html and "smoke" in html and "61 s" in html
+    assert html.count('<img src="data:image/png;base64,') == 2
+    assert not re.search(r'(src|href)="(https?:)?//', html), "the report must not load anything from the network"
+    for name in ("tables/01_baseline.csv", "tables/01_baseline.json", "figures/02_gradient_matching_MNIST_loss.pdf",
+                 "notebooks/01_baseline.ipynb", "report/report.tex"):
+        assert f'<a href="{name}">{name}</a>' in html, name
+
+
+def test_latex_report_inputs_every_table_and_pdf_figure_by_relative_path(fake_results):
+    tex = (fake_results / "report" / "report.tex").read_text()
+    inputs = re.findall(r"\\input\{([^}]+)\}", tex)
+    graphics = re.findall(r"\\includegraphics\[[^]]*\]\{([^}]+)\}", tex)
+    assert sorted(Path(p).name for p in inputs) == ["01_baseline.tex", "08_published.tex"]
+    assert sorted(Path(p).name for p in graphics) == ["01_baseline_learning_curves.pdf",
+                                                      "02_gradient_matching_MNIST_loss.pdf"]
+    for path in inputs + graphics:
+        assert (fake_results / "report" / path).is_file(), path
+    assert r"\textbf{Question.} How accurate is the ConvNet on \emph{all} the data?" in tex
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (Debian: texlive-latex-base "
+                    "and texlive-latex-recommended); the LaTeX report is checked by path only")
+def test_latex_report_compiles(fake_results, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(fake_results, work)
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+                          cwd=work / "report", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert (work / "report" / "report.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_report_of_an_old_results_folder_with_hash_headers(tmp_path):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "03_cross_architecture.csv").write_text(
+        "# notebook: 03_cross_architecture\n# profile: cpu\n# hardware: Old VM\n"
+        "training set,ConvNet\nreal,26.5 ± 0.1\n")
+    (tmp_path / "tables" / "03_cross_architecture.md").write_text("**Old caption**\n\n| a |\n")
+    paths = report.build(tmp_path)
+    html = paths["html"].read_text()
+    assert "Old caption" in html and "Old VM" in html and "26.5 ± 0.1" in html and "not recorded" in html
+
+
+def test_report_names_a_folder_without_results(tmp_path):
+    with pytest.raises(FileNotFoundError, match="has no tables, figures or executed notebooks"):
+        report.build(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        report.build(tmp_path / "missing")
+
+
+class DevTools:
+    """The few Chrome DevTools Protocol calls the browser test needs, over websocket-client."""
+
+    def __init__(self, url: str):
+        import websocket
+
+        self.ws = websocket.create_connection(url, timeout=60, suppress_origin=True)
+        self.next_id, self.events = 0, []
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]
+            self.events.append(message)
+
+    def wait_for(self, event: str, timeout: float = 60) -> None:
+        end = time.monotonic() + timeout
+        while not any(e.get("method") == event for e in self.events):
+            assert time.monotonic() < end, f"no {event} within {timeout} s"
+            self.events.append(json.loads(self.ws.recv()))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium; .ci/run "
+                    "installs it), so the report cannot be checked in a browser")
+def test_report_opens_in_chromium_with_every_figure_and_no_console_error(fake_results, tmp_path):
+    profile = tmp_path / "chromium-profile"
+    browser = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                                "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file, end = profile / "DevToolsActivePort", time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert browser.poll() is None and time.monotonic() < end, "Chromium did not start"
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as answer:
+            page = next(t for t in json.load(answer) if t["type"] == "page")
+        tools = DevTools(page["webSocketDebuggerUrl"])
+        for domain in ("Page", "Runtime", "Log"):
+            tools.call(f"{domain}.enable")
+        tools.call("Page.navigate", url=(fake_results / "report.html").as_uri())
+        tools.wait_for("Page.loadEventFired")
+        images = tools.call("Runtime.evaluate", returnByValue=True, expression=(
+            "Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth}))"))
+        shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        (tmp_path / "report.png").write_bytes(__import__("base64").b64decode(shot["data"]))
+        errors = [e for e in tools.events if e.get("method") == "Runtime.exceptionThrown"
+                  or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+                  or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+        tools.ws.close()
+    finally:
+        browser.terminate()
+        browser.wait(timeout=30)
+    assert not errors, errors
+    values = images["result"]["value"]
+    assert len(values) == 2 and all(i["complete"] and i["width"] > 0 for i in values), values
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_image_grids_have_gaps_and_say_when_they_are_truncated():
+    tiles = torch.zeros(4, 1, 3, 3)
+    canvas = plots._grid(tiles, rows=2, gap=1)
+    assert canvas.shape == (1, 7, 7)
+    assert (canvas[:, 3, :] == 1).all() and (canvas[:, :, 3] == 1).all() and (canvas[:, :3, :3] == 0).all()
+
+    class Data:
+        num_classes, channels, im_size, classes = 2, 1, (8, 8), ["a", "b"]
+
+        @staticmethod
+        def denormalise(x):
+            return x
+
+    images = torch.rand(2 * 12, 1, 8, 8)
+    fig = plots.synthetic_before_after(images, images, Data(), "GM")
+    assert fig._suptitle.get_text() == "GM (first 10 of 12 images per class shown)"
+    plt.close(fig)
+    fig = plots.synthetic_before_after(images[:4], images[:4], Data(), "GM")
+    assert fig._suptitle.get_text() == "GM"
+    plt.close(fig)
+
+
+def test_comparison_figures_draw_references_and_error_bars():
+    transfer = pd.DataFrame({"training set": ["random real, MNIST, ipc 10", "DM, MNIST, ipc 10, real init"],
+                             "ConvNet": ["80.00 ± 1.00", "90.00 ± 2.00"], "MLP": ["70.00 ± 1.00", "71.00 ± 0.50"]})
+    fig = plots.transfer_bars(transfer, "training set", "Transfer", chance=10.0)
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert {"chance (10%)", "random real (± std)", "DM, real init"} <= set(labels)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ConvNet", "MLP"] and len(ax.containers) >= 1
+    plt.close(fig)
+
+    table = pd.DataFrame({"method": ["DM", "GM"], "dataset": ["MNIST", "MNIST"], "ipc": [10, 10],
+                          "init": ["real", "noise"], "accuracy (%)": ["90.00 ± 2.00", "85.00 ± 1.00"],
+                          "distillation time (s)": [10.0, 100.0]})
+    floor = pd.DataFrame({"dataset": ["MNIST"], "ipc": [10], "accuracy (%)": ["80.00 ± 1.00"]})
+    fig = plots.accuracy_vs_time(table, {"MNIST": "accuracy (%)"}, "Accuracy", floor=floor)
+    ax = fig.axes[0]
+    assert len(ax.containers) == 2, "one ± std error bar per set"
+    assert any(list(line.get_ydata()) == [80.0, 80.0] for line in ax.get_lines()), "random-real reference line"
+    plt.close(fig)
+
+
+def test_learning_curves_use_whole_epochs():
+    from utility import TrainHistory
+
+    fig = plots.learning_curves({"MNIST": TrainHistory([1.0, 0.5, 0.4], [0.9, 0.95, 0.97], 1.0)})
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    plt.close(fig)

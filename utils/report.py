@@ -1,0 +1,333 @@
+"""One report from a results folder: `python -m utils.report [--results-dir DIR]` writes `DIR/report.html` (one
+self-contained file, figures embedded) and `DIR/report/report.tex` (the `.tex` tables and PDF figures of the
+folder, to compile or to copy sections from). Both read like the course report: setup, one section per notebook
+with its question, tables, figures and interpretation, the comparison with published numbers, every file."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jinja2
+import mistune
+import nbformat
+import pandas as pd
+from nbconvert.filters.markdown import markdown2html
+from PIL import Image
+
+from utils.comparison import COURSE_REPORT
+from utils.paths import NOTEBOOKS_DIR, RESULTS_DIR
+from utils.results import atomic_write_many, read_sidecar, read_table
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+TITLE = "Dataset distillation: gradient, distribution and trajectory matching"
+MAX_IMAGE_WIDTH = 1100   # pixels, the page width; wider PNGs are scaled down in the HTML (not on disk)
+LATEX_SYMBOLS = {"±": r"$\pm$", "×": r"$\times$", "ρ": r"$\rho$", "τ": r"$\tau$", "θ": r"$\theta$", "−": "-",
+                 "→": r"$\rightarrow$", "≈": r"$\approx$", "≥": r"$\geq$", "≤": r"$\leq$", "‖": r"$\|$", "·": ".",
+                 "—": "---", "–": "--", "’": "'", "“": "``", "”": "''", "…": "...", "ₜ": r"$_t$", "ₘ": r"$_m$",
+                 "₊": r"$_+$", "μ": r"$\mu$", "σ": r"$\sigma$", "²": r"$^2$", "é": r"\'e"}
+
+
+@dataclass
+class Table:
+    """One results table: its CSV name, caption, metadata and contents."""
+
+    name: str
+    caption: str
+    metadata: dict[str, str]
+    frame: pd.DataFrame
+
+    @property
+    def html(self) -> str:
+        return self.frame.to_html(index=False, border=0, classes="data", na_rep="", escape=True)
+
+    @property
+    def provenance(self) -> str:
+        """The caption line: which run wrote the table."""
+        keys = ("profile", "seed", "device", "precision", "hardware", "commit", "created_utc")
+        return "; ".join(f"{k}: {self.metadata[k]}" for k in keys if self.metadata.get(k))
+
+
+@dataclass
+class Figure:
+    """One results figure (PNG embedded in the HTML, PDF included by the LaTeX report)."""
+
+    name: str
+    caption: str
+    png: Path
+    pdf: Path | None
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(_report_png(self.png)).decode("ascii")
+
+
+@dataclass
+class Section:
+    """One notebook: title, question (markdown), interpretation (markdown), its tables and figures."""
+
+    number: str
+    title: str
+    question: str
+    interpretation: str
+    notebook: Path | None
+    executed: bool
+    duration_s: float | None
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+
+
+def _report_png(path: Path) -> bytes:
+    """The PNG for the HTML report: scaled down to `MAX_IMAGE_WIDTH` pixels when wider, stored with a palette
+    where it has at most 256 colours (losslessly; plots), so the report stays a size a browser opens quickly."""
+    with Image.open(path) as image:
+        if image.width <= MAX_IMAGE_WIDTH and image.mode == "P":
+            return path.read_bytes()
+        small = image.convert("RGB")
+    if small.width > MAX_IMAGE_WIDTH:
+        small = small.resize((MAX_IMAGE_WIDTH, round(small.height * MAX_IMAGE_WIDTH / small.width)),
+                             Image.Resampling.LANCZOS)
+    colours = small.getcolors(256)
+    if colours is not None:
+        small = small.quantize(len(colours), dither=Image.Dither.NONE)
+    buffer = io.BytesIO()
+    small.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def notebook_text(path: Path) -> tuple[str, str, str]:
+    """(title, question, interpretation) of a notebook: its first markdown cell (the `# ` heading line and the
+    rest) and the body of its `## Interpretation` cell (empty when it has none)."""
+    cells = [c.source.strip() for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
+    first = cells[0] if cells else ""
+    heading, _, question = first.partition("\n") if first.startswith("# ") else ("", "", first)
+    interpretation = next((c.partition("\n")[2].strip() for c in cells if c.startswith("## Interpretation")), "")
+    return heading.lstrip("# ").strip(), question.strip(), interpretation
+
+
+def _duration(path: Path) -> float | None:
+    """Wall time papermill recorded for an executed notebook, in seconds."""
+    duration = nbformat.read(path, as_version=4).metadata.get("papermill", {}).get("duration")
+    return float(duration) if duration is not None else None
+
+
+def _figure_caption(name: str, notebook_stem: str) -> str:
+    """'02_gradient_matching_CIFAR10_ipc10_noise_images' -> 'CIFAR10 ipc10 noise images'."""
+    short = name[len(notebook_stem) + 1:] if name.startswith(notebook_stem + "_") else name[3:]
+    return short.replace("_", " ") or name.replace("_", " ")
+
+
+def load_table(path: Path) -> Table:
+    """A results table with its caption and metadata (sidecar JSON, or an older CSV's `#` header)."""
+    side = read_sidecar(path)
+    return Table(path.stem, side["caption"], side["metadata"], read_table(path))
+
+
+def sections(results_dir: Path) -> list[Section]:
+    """One section per notebook number that has an executed notebook, a table or a figure in `results_dir`, in
+    order; the text comes from the executed notebook, else from the project's notebook of that number."""
+    executed = {p.name[:2]: p for p in sorted((results_dir / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
+    source = {p.name[:2]: p for p in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))}
+    tables = sorted((results_dir / "tables").glob("[0-9][0-9]_*.csv"))
+    figures = sorted((results_dir / "figures").glob("[0-9][0-9]_*.png"))
+    numbers = sorted(set(executed) | {p.name[:2] for p in tables} | {p.name[:2] for p in figures})
+    found = []
+    for number in numbers:
+        notebook = executed.get(number) or source.get(number)
+        title, question, interpretation = notebook_text(notebook) if notebook else (f"Notebook {number}", "", "")
+        stem = notebook.stem if notebook else number
+        section = Section(number, title, question, interpretation, notebook, number in executed,
+                          _duration(executed[number]) if number in executed else None)
+        section.tables = [load_table(p) for p in tables if p.name[:2] == number]
+        section.figures = [Figure(p.stem, _figure_caption(p.stem, stem), p,
+                                  p.with_suffix(".pdf") if p.with_suffix(".pdf").exists() else None)
+                           for p in figures if p.name[:2] == number]
+        found.append(section)
+    return found
+
+
+def _distinct(values: Iterable[str]) -> str:
+    """Distinct non-empty values in first-seen order, joined for display ('-' when none)."""
+    return "; ".join(dict.fromkeys(v for v in values if v)) or "-"
+
+
+def setup(results_dir: Path, found: list[Section]) -> dict[str, str]:
+    """Machine, profile, device, precision, versions, commit and total time, from the tables' metadata and the
+    executed notebooks."""
+    metas = [t.metadata for s in found for t in s.tables]
+    durations = [s.duration_s for s in found if s.duration_s is not None]
+    if not durations:   # no executed notebooks: the longest time since start any table of a notebook recorded
+        per_notebook: dict[str, float] = {}
+        for m in metas:
+            seconds = float(m.get("wall_seconds_since_start") or 0)
+            per_notebook[m.get("notebook", "")] = max(per_notebook.get(m.get("notebook", ""), 0.0), seconds)
+        durations = list(per_notebook.values())
+    total = sum(durations)
+    return {
+        "results folder": str(results_dir),
+        "profile": _distinct(m.get("profile", "") for m in metas),
+        "seed": _distinct(m.get("seed", "") for m in metas),
+        "machine": _distinct(m.get("hardware", "") for m in metas),
+        "device": _distinct(m.get("device", "") for m in metas),
+        "precision": _distinct(m.get("precision", "") for m in metas),
+        "software": _distinct(f"python {m['python']}, torch {m['torch']}, torchvision {m.get('torchvision', '?')}"
+                              for m in metas if "python" in m and "torch" in m),
+        "commit": _distinct(m.get("commit", "") for m in metas) if any("commit" in m for m in metas)
+        else "not recorded (results written before commits were recorded)",
+        "total time": f"{total / 3600:.2f} h ({total:.0f} s, sum over notebooks)" if total else "-",
+        "notebooks": ", ".join(f"{s.number}{'' if s.executed else ' (no executed notebook)'}" for s in found),
+        "results written": _distinct(sorted({m.get("created_utc", "")[:10] for m in metas})),
+    }
+
+
+def file_listing(results_dir: Path, skip: Iterable[Path] = ()) -> list[tuple[str, str]]:
+    """Every file under `results_dir` (relative path, human-readable size), except `skip` and hidden files."""
+    skipped = {p.resolve() for p in skip}
+    rows = []
+    for path in sorted(results_dir.rglob("*")):
+        relative = path.relative_to(results_dir)
+        if path.is_file() and path.resolve() not in skipped and not any(p.startswith(".") for p in relative.parts):
+            size = path.stat().st_size
+            unit = next((u for u, f in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)) if size >= f), "B")
+            scale = {"GB": 1e9, "MB": 1e6, "kB": 1e3, "B": 1}[unit]
+            rows.append((relative.as_posix(), f"{size / scale:.1f} {unit}" if unit != "B" else f"{size} B"))
+    return rows
+
+
+def _comparison(found: list[Section]) -> list[Table]:
+    """The tables that answer 'how do we compare': best set per dataset, published and course-report numbers."""
+    by_name = {t.name: t for s in found for t in s.tables}
+    return [by_name[n] for n in ("08_best", "08_published") if n in by_name]
+
+
+def render_html(results_dir: Path, found: list[Section], files: list[tuple[str, str]]) -> str:
+    """The HTML report (jinja2 template `templates/report.html.j2`)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["j2"]))
+    env.filters["markdown"] = lambda text: jinja2.utils.markupsafe.Markup(markdown2html(text or ""))
+    return env.get_template("report.html.j2").render(
+        title=TITLE, course_report=COURSE_REPORT, setup=setup(results_dir, found), sections=found,
+        comparison=_comparison(found), files=files,
+        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def latex_escape(text: str) -> str:
+    """Plain text made safe for LaTeX (special characters escaped, common symbols as LaTeX commands)."""
+    specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    out = []
+    for char in text:
+        if char in specials:
+            out.append(specials[char])
+        elif char in LATEX_SYMBOLS:
+            out.append(LATEX_SYMBOLS[char])
+        elif ord(char) < 128:
+            out.append(char)
+        else:
+            out.append("?")
+    return "".join(out)
+
+
+def _latex_nodes(nodes: list[dict]) -> str:
+    """LaTeX for mistune's markdown syntax tree (paragraphs, lists, emphasis, code, links)."""
+    parts = []
+    for node in nodes:
+        kind, children = node["type"], node.get("children", [])
+        if kind == "text":
+            parts.append(latex_escape(node["raw"]))
+        elif kind == "codespan":
+            parts.append(r"\texttt{" + latex_escape(node["raw"]) + "}")
+        elif kind == "strong":
+            parts.append(r"\textbf{" + _latex_nodes(children) + "}")
+        elif kind == "emphasis":
+            parts.append(r"\emph{" + _latex_nodes(children) + "}")
+        elif kind in ("softbreak", "linebreak"):
+            parts.append("\n")
+        elif kind == "paragraph":
+            parts.append(_latex_nodes(children) + "\n\n")
+        elif kind == "list":
+            env = "enumerate" if node.get("attrs", {}).get("ordered") else "itemize"
+            parts.append(f"\\begin{{{env}}}\n" + _latex_nodes(children) + f"\\end{{{env}}}\n\n")
+        elif kind == "list_item":
+            parts.append(r"\item " + _latex_nodes(children).strip() + "\n")
+        elif kind == "heading":
+            parts.append(r"\paragraph{" + _latex_nodes(children) + "}\n")
+        elif kind == "block_code":
+            parts.append(r"\begin{verbatim}" + "\n" + node["raw"] + r"\end{verbatim}" + "\n\n")
+        else:   # block_text, link and anything else: its text
+            parts.append(_latex_nodes(children) if children else latex_escape(node.get("raw", "")))
+    return "".join(parts)
+
+
+def markdown2latex(text: str) -> str:
+    """Notebook markdown as LaTeX, parsed by mistune."""
+    return _latex_nodes(mistune.create_markdown(renderer=None)(text or "")).strip()
+
+
+def render_latex(results_dir: Path, found: list[Section]) -> str:
+    """`report/report.tex`: `\\input`s every `.tex` table and `\\includegraphics` every PDF figure, by paths
+    relative to `DIR/report/`."""
+    info = setup(results_dir, found)
+    lines = [r"\documentclass[10pt]{article}", r"\usepackage[T1]{fontenc}", r"\usepackage[utf8]{inputenc}",
+             r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs}", r"\usepackage{graphicx}",
+             r"\DeclareUnicodeCharacter{00B1}{\ensuremath{\pm}}", r"\DeclareUnicodeCharacter{03C1}{\ensuremath{\rho}}",
+             r"\DeclareUnicodeCharacter{03C4}{\ensuremath{\tau}}", r"\DeclareUnicodeCharacter{2212}{-}",
+             r"\DeclareUnicodeCharacter{00D7}{\ensuremath{\times}}", r"\DeclareUnicodeCharacter{00B7}{.}",
+             r"\title{" + latex_escape(TITLE) + "}", r"\date{" + latex_escape(info["results written"]) + "}",
+             r"\begin{document}", r"\maketitle", r"\section*{Setup}", r"\begin{itemize}"]
+    lines += [r"\item \textbf{" + latex_escape(k) + "}: " + latex_escape(v) for k, v in info.items()
+              if k != "results folder"]
+    lines += [r"\end{itemize}",
+              "Published numbers and those of the " + latex_escape(COURSE_REPORT) + " are in the tables of "
+              "section 08.", ""]
+    for s in found:
+        lines += [r"\clearpage", r"\section{" + latex_escape(s.title) + "}", markdown2latex(s.question), ""]
+        for t in s.tables:
+            lines += [r"\begingroup\footnotesize", r"\input{../tables/" + t.name + ".tex}", r"\endgroup", ""]
+        for f in s.figures:
+            if f.pdf is not None:
+                lines += [r"\begin{figure}[htbp]", r"\centering",
+                          r"\includegraphics[width=\linewidth,height=0.45\textheight,keepaspectratio]{../figures/"
+                          + f.pdf.name + "}", r"\caption{" + latex_escape(f.caption) + "}", r"\end{figure}", ""]
+        if s.interpretation:
+            lines += [r"\subsection*{Interpretation}", markdown2latex(s.interpretation), ""]
+    lines += [r"\end{document}", ""]
+    return "\n".join(lines)
+
+
+def build(results_dir: str | Path = RESULTS_DIR) -> dict[str, Path]:
+    """Write `report.html` and `report/report.tex` into `results_dir`; returns their paths."""
+    root = Path(results_dir).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"--results-dir {root} is not a folder; run `make results` (or "
+                                "`python -m utils.pipeline`) first, or name a results folder")
+    found = sections(root)
+    if not found:
+        raise FileNotFoundError(f"{root} has no tables, figures or executed notebooks (expected "
+                                f"tables/NN_*.csv, figures/NN_*.png or notebooks/NN_*.ipynb); run the notebooks first")
+    html_path, tex_path = root / "report.html", root / "report" / "report.tex"
+    files = sorted(file_listing(root, skip=[html_path, tex_path])
+                   + [("report.html", "this report"), ("report/report.tex", "this report in LaTeX")])
+    html, tex = render_html(root, found, files), render_latex(root, found)
+    atomic_write_many({html_path: lambda p: p.write_text(html, encoding="utf-8"),
+                       tex_path: lambda p: p.write_text(tex, encoding="utf-8")})
+    return {"html": html_path, "tex": tex_path}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="default: results/")
+    args = parser.parse_args(argv)
+    paths = build(args.results_dir)
+    print(f"wrote {paths['html']} and {paths['tex']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,12 +28,13 @@ class TrainingSet:
 def transfer_sets(run: NotebookRun) -> list[TrainingSet]:
     """Saved sets selected by the profile, preceded by the random-real floor of each (dataset, ipc)."""
     settings = run.profile.cross_arch
-    chosen = [(p, parse_synthetic_name(p)) for p in find_synthetic(run.writer.root)]
+    chosen = [(p, parse_synthetic_name(p)) for p in find_synthetic(run.writer.root, profile=run.profile.name)]
     chosen = [(p, i) for p, i in chosen
               if i["ipc"] in settings.ipcs and i["init"] in settings.inits and i["dataset"] in settings.datasets]
     if not chosen:
-        raise FileNotFoundError(f"No synthetic sets matching {settings} under {run.writer.synthetic}; run "
-                                "02_gradient_matching (and 06/07) first with the same results_dir.")
+        raise FileNotFoundError(f"No {run.profile.name}-profile synthetic sets matching {settings} under "
+                                f"{run.writer.synthetic}; run 02_gradient_matching (and 06/07) first with the same "
+                                "profile and results_dir.")
     datasets: dict[str, Dataset] = {}
     for name in sorted({i["dataset"] for _, i in chosen}):
         data = run.load(name)

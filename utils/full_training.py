@@ -13,8 +13,8 @@ import torch
 from networks import get_network
 from utility import Timer, count_macs, count_parameters, evaluate, set_seed, train
 from utils.data import Dataset, stratified_subset
-from utils.distill.base import config_hash
-from utils.paths import cache_dir
+from utils.distill.base import config_hash, data_digest
+from utils.paths import cache_dir, read_cache
 from utils.results import atomic_write
 
 
@@ -34,12 +34,12 @@ class FullTrainingConfig:
 
 def train_full(data: Dataset, config: FullTrainingConfig, device: torch.device, progress: bool = True) -> dict:
     """Train and test one network; returns metrics, per-epoch history, MACs and times (cached by config)."""
-    key = {**asdict(config), "im_size": list(data.im_size), "test_images": len(data.x_test)}
+    key = {**asdict(config), "im_size": list(data.im_size), "test_images": len(data.x_test),
+           "data": data_digest(data), "device_class": torch.device(device).type}
     path = cache_dir() / "full_training" / f"{config_hash(key)}.json"
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached["config"] == key:
-            return cached
+    cached = read_cache(path, lambda p: json.loads(p.read_text()))
+    if cached is not None and cached.get("config") == key:
+        return cached
     set_seed(config.seed)
     x, y = data.x_train, data.y_train
     if config.train_images is not None and config.train_images < len(x):

@@ -21,6 +21,10 @@ def search(run: NotebookRun) -> tuple[pd.DataFrame, dict[str, float | bool | str
         raise FileNotFoundError(f"{path} is missing: run 02_gradient_matching with the same profile and "
                                 "results_dir first (04 searches on its distilled set).")
     synthetic = SyntheticSet.load(path)
+    if synthetic.config.get("profile") != run.profile.name:
+        raise FileNotFoundError(f"{path} was distilled with the {synthetic.config.get('profile')!r} profile, not "
+                                f"{run.profile.name!r}: run 02_gradient_matching with this profile and results_dir "
+                                "first (04 searches on its distilled set).")
     rows = []
     for depth in settings.depths:
         for width in settings.widths:

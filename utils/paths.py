@@ -1,14 +1,26 @@
-"""Project paths, all derived from one root, and the rule that smoke runs never write to `results/`."""
+"""Project paths, all derived from one root, the rule that smoke runs never write to `results/`, and the
+reading and writing of cache files (optional: one that cannot be read or written is a warning, not an error)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+import psutil
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = PROJECT_ROOT / "results"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+
+T = TypeVar("T")
+
+
+class CacheWarning(UserWarning):
+    """A cache file could not be read (it is moved aside and recomputed) or written (the run goes on)."""
 
 
 def cache_dir() -> Path:
@@ -30,3 +42,48 @@ def results_dir(profile: str, path: str | os.PathLike | None = None) -> Path:
         chosen = Path(tempfile.mkdtemp(prefix="dd-smoke-results-"))
     chosen.mkdir(parents=True, exist_ok=True)
     return chosen
+
+
+def read_cache(path: Path, read: Callable[[Path], T]) -> T | None:
+    """`read(path)`, or None if the file is missing. A file that cannot be read (truncated, corrupt, or a pickle
+    that `torch.load(weights_only=True)` refuses) is named in a `CacheWarning` and moved aside to
+    `<name>.corrupt`, and None is returned so that the caller recomputes it."""
+    if not path.exists():
+        return None
+    try:
+        return read(path)
+    except MemoryError:
+        raise
+    except Exception as err:  # whatever a damaged file raises (EOFError, RuntimeError, JSONDecodeError, ...)
+        aside = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, aside)
+            where = f"moved it to {aside}"
+        except OSError as move_error:
+            where = f"could not move it aside ({move_error})"
+        warnings.warn(f"cache file {path} cannot be read ({type(err).__name__}: {err}); {where} and recomputing it",
+                      CacheWarning, stacklevel=2)
+        return None
+
+
+def write_cache(path: Path, write: Callable[[Path], None]) -> bool:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place; returns whether it worked.
+
+    A failed write (disk full, read-only folder) removes the temporary file and is a `CacheWarning`, not an
+    error. Temporary files of killed processes are removed the next time the same file is written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            pid = stale.name[len(path.name) + 2:-len(".tmp")]
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
+                stale.unlink(missing_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+        return True
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        warnings.warn(f"could not write cache file {path} ({type(err).__name__}: {err}); continuing without it",
+                      CacheWarning, stacklevel=2)
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -16,9 +16,8 @@ from utils.distill import METHOD_LABELS, DistillTask, distill
 from utils.distill.base import config_hash, tensor_digest
 from utils.distill.experts import zca_whiten
 from utils.notebook import NotebookRun
-from utils.paths import cache_dir
+from utils.paths import cache_dir, read_cache, write_cache
 from utils.plots import loss_curves, synthetic_before_after
-from utils.results import atomic_write
 from utils.synthetic import SyntheticSet, initial_images, random_real_subset
 
 FLOOR = "random real"
@@ -62,16 +61,22 @@ def evaluate_cached(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Da
     key = {"images": tensor_digest(x, y), "dataset": data.name, "im_size": list(data.im_size),
            "test": tensor_digest(data.x_test[:64], data.y_test), "dsa": dsa, "architecture": architecture, "lr": lr,
            "epochs": epochs, "n_models": n_models, "seed": run.seed, "precision": run.precision,
-           "evaluation": asdict(run.profile.evaluation)}
+           "evaluation": asdict(run.profile.evaluation), "profile": run.profile.name,
+           "device_class": run.device.type}
     path = cache_dir() / "evaluations" / f"{config_hash(key)}.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        return SyntheticEvaluation(saved["architecture"], saved["runs"], saved["train_seconds"])
+    saved = read_cache(path, lambda p: _evaluation_from_json(p.read_text()))
+    if saved is not None:
+        return saved
     augment = DSA(strategy_for(data.name), seed=run.seed) if dsa else None
     result = run.evaluate(x, y, data, architecture=architecture, augment=augment, lr=lr, epochs=epochs,
                           n_models=n_models)
-    atomic_write(path, lambda p: p.write_text(json.dumps(asdict(result))))
+    write_cache(path, lambda p: p.write_text(json.dumps(asdict(result))))
     return result
+
+
+def _evaluation_from_json(text: str) -> SyntheticEvaluation:
+    saved = json.loads(text)
+    return SyntheticEvaluation(saved["architecture"], saved["runs"], saved["train_seconds"])
 
 
 def evaluate_variants(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, lr: float | None = None,

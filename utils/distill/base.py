@@ -4,11 +4,15 @@ saved set whose configuration matches."""
 from __future__ import annotations
 
 import copy
+import ctypes
 import hashlib
 import json
+import numbers
 import os
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,9 +22,8 @@ import torch
 
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset
-from utils.paths import cache_dir
+from utils.paths import cache_dir, read_cache, write_cache
 from utils.progress import progress
-from utils.results import atomic_write
 from utils.synthetic import SyntheticSet, check_init, initial_images
 
 
@@ -34,8 +37,12 @@ class DistillTask:
 
     def __post_init__(self):
         check_init(self.init)
+        if isinstance(self.ipc, bool) or not isinstance(self.ipc, numbers.Integral):
+            raise TypeError(f"ipc must be a positive integer (images per class), got {self.ipc!r} of type "
+                            f"{type(self.ipc).__name__}")
         if self.ipc < 1:
-            raise ValueError(f"ipc must be a positive integer, got {self.ipc}")
+            raise ValueError(f"ipc must be a positive integer (images per class), got {self.ipc}")
+        object.__setattr__(self, "ipc", int(self.ipc))
 
 
 class Distiller(Protocol):
@@ -59,10 +66,16 @@ class SyntheticImages:
         self.data, self.task, self.config = data, task, config
         self.device, self.precision = device, precision
         self.generator = torch.Generator().manual_seed(seed)
+        # index draws happen where the tensors live, so a GPU step never waits for a host-to-device copy
+        self.device_generator = torch.Generator(device=device).manual_seed(seed)
         images, labels = initial_images(data, task.ipc, task.init, self.generator)
         self.images, self.labels = images.to(device).requires_grad_(True), labels.to(device)
         self.optimizer = torch.optim.SGD([self.images], lr=lr_img, momentum=momentum)
-        self.dsa = DSA(strategy_for(data.name) if config.dsa else "none", seed=seed)
+        self.dsa = DSA(strategy_for(data.name) if config.dsa else "none", seed=seed, device=device)
+
+    def permutation(self, n: int) -> torch.Tensor:
+        """A random permutation of 0 .. n − 1 drawn on the run's device."""
+        return torch.randperm(n, generator=self.device_generator, device=self.device)
 
     def learnables(self) -> dict[str, torch.Tensor]:
         """Tensors optimised in place, by name (a method with more, like MTT's learning rate, adds them)."""
@@ -76,7 +89,8 @@ class SyntheticImages:
         """A snapshot (copies, not views) of everything a resumed run needs."""
         return copy.deepcopy({**{name: t.detach().cpu() for name, t in self.learnables().items()},
                               **{name: o.state_dict() for name, o in self.optimizers().items()},
-                              "generator": self.generator.get_state(), "dsa": self.dsa.generator.get_state(),
+                              "generator": self.generator.get_state(),
+                              "device_generator": self.device_generator.get_state(), "dsa": self.dsa.get_state(),
                               "torch_rng": torch.get_rng_state()})
 
     def load_state_dict(self, state: dict) -> None:
@@ -87,7 +101,8 @@ class SyntheticImages:
         for name, optimizer in self.optimizers().items():
             optimizer.load_state_dict(state[name])
         self.generator.set_state(state["generator"])
-        self.dsa.generator.set_state(state["dsa"])
+        self.device_generator.set_state(state["device_generator"])
+        self.dsa.set_state(state["dsa"])
         torch.set_rng_state(state["torch_rng"])
 
     def synthetic(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
@@ -100,18 +115,37 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+_DIGESTS: dict[tuple, tuple[list[weakref.ref], str]] = {}
+
+
 def tensor_digest(*tensors: torch.Tensor) -> str:
-    """Short hash of tensor contents (identifies a training set in cache keys)."""
+    """Short SHA-256 of tensor contents (identifies a training set in cache keys).
+
+    Memoised by tensor identity and version counter, so a dataset is hashed once however often its digest is
+    used, and again after an in-place change (a change made around torch, e.g. through `.numpy()`, is not seen)."""
+    key = tuple((id(t), t._version) for t in tensors)
+    hit = _DIGESTS.get(key)
+    if hit is not None and all(ref() is t for ref, t in zip(hit[0], tensors)):
+        return hit[1]
     digest = hashlib.sha256()
     for t in tensors:
         digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    refs = [weakref.ref(t, lambda _, k=key: _DIGESTS.pop(k, None)) for t in tensors]
+    _DIGESTS[key] = (refs, digest.hexdigest()[:16])
+    return _DIGESTS[key][1]
+
+
+def data_digest(data: Dataset) -> str:
+    """Digest of a dataset's training images and labels (part of every reuse, checkpoint and cache key)."""
+    return tensor_digest(data.x_train, data.y_train)
 
 
 class PeakMemory:
     """Peak memory a block adds (MiB): the CUDA allocator's peak on a GPU; on a CPU, the peak of the process's
     resident memory above its level when the block started (data already loaded is not counted). On Linux the
-    kernel's exact high-water mark is reset and read back; elsewhere resident memory is sampled every 50 ms."""
+    kernel's exact high-water mark is reset and read back; elsewhere resident memory is sampled every 50 ms.
+    Memory the C allocator kept from earlier work is first handed back to the system (glibc `malloc_trim`), so
+    that the block's own allocations are counted again when an identical block runs a second time."""
 
     def __init__(self, device: torch.device):
         self.device, self.peak_mib = device, 0.0
@@ -120,6 +154,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
+        _release_freed_memory()
         self._start_mib = _resident_mib()
         self._kernel_peak = _reset_kernel_peak()
         if not self._kernel_peak:
@@ -144,6 +179,14 @@ class PeakMemory:
             self._thread.join()
             peak = max(self._sampled_mib, _resident_mib())
         self.peak_mib = max(0.0, peak - self._start_mib)
+
+
+def _release_freed_memory() -> None:
+    """Return freed heap memory to the system (glibc only; elsewhere nothing to do)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _resident_mib() -> float:
@@ -172,8 +215,8 @@ def run_distillation(distiller: Distiller, *, iterations: int, config: dict, dat
     checkpoint = cache_dir() / "checkpoints" / f"{config_hash(config)}.pt"
     losses: list[float] = []
     done, seconds = 0, 0.0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = read_cache(checkpoint, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+    if state is not None:
         distiller.load_state_dict(state["distiller"])
         losses, done, seconds = state["losses"], state["iteration"], state["seconds"]
     with PeakMemory(device) as memory:
@@ -185,7 +228,7 @@ def run_distillation(distiller: Distiller, *, iterations: int, config: dict, dat
             if (it + 1) % checkpoint_every == 0 and it + 1 < iterations:
                 state = {"distiller": distiller.state_dict(), "losses": losses, "iteration": it + 1,
                          "seconds": seconds + time.perf_counter() - start}
-                atomic_write(checkpoint, lambda p, s=state: torch.save(s, p))
+                write_cache(checkpoint, lambda p, s=state: torch.save(s, p))
         seconds += time.perf_counter() - start
     images, labels, lr = distiller.synthetic()
     if not torch.isfinite(images).all():
@@ -198,15 +241,16 @@ def run_distillation(distiller: Distiller, *, iterations: int, config: dict, dat
     return result
 
 
-def distill_or_load(path: str | os.PathLike, build: callable, config: dict) -> tuple[SyntheticSet, bool]:
-    """Reuse the set saved at `path` if its configuration equals `config`, else build and save it.
+def distill_or_load(path: str | os.PathLike, build: Callable[[], SyntheticSet],
+                    config: dict) -> tuple[SyntheticSet, bool]:
+    """Reuse the set saved at `path` if its configuration equals `config`, else build and save it (a saved set
+    that cannot be read is named in a warning, moved aside to `<name>.corrupt` and rebuilt).
 
     Returns the set and whether it was reused."""
     path = Path(path)
-    if path.exists():
-        saved = SyntheticSet.load(path)
-        if {k: saved.config.get(k) for k in config} == json.loads(json.dumps(config, default=str)):
-            return saved, True
+    saved = read_cache(path, SyntheticSet.load)
+    if saved is not None and {k: saved.config.get(k) for k in config} == json.loads(json.dumps(config, default=str)):
+        return saved, True
     result = build()
     result.save(path)
     return result, False

@@ -22,7 +22,7 @@ from utility import set_seed, train
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset, stratified_subset
 from utils.distill.base import config_hash, tensor_digest
-from utils.paths import cache_dir
+from utils.paths import cache_dir, read_cache
 from utils.progress import progress
 from utils.results import atomic_write
 
@@ -84,8 +84,8 @@ def zca_whiten(data: Dataset, epsilon: float = ZCA_EPSILON) -> Dataset:
 
 def _zca_transform(x_train: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
     path = cache_dir() / "zca" / f"{tensor_digest(x_train)}_eps{epsilon:g}.pt"
-    if path.exists():
-        saved = torch.load(path, weights_only=True)
+    saved = read_cache(path, lambda p: torch.load(p, weights_only=True))
+    if saved is not None:
         return saved["mean"], saved["matrix"]
     flat = x_train.flatten(1).float()
     mean = flat.mean(0)
@@ -152,7 +152,7 @@ def load_or_train_experts(data: Dataset, config: ExpertConfig, *, seed: int, dev
     trajectories = []
     for k in progress(range(config.num_experts), desc="experts", unit="expert"):
         path = folder / f"expert_{k}.pt"
-        saved = torch.load(path, weights_only=True) if path.exists() else None
+        saved = read_cache(path, lambda p: torch.load(p, weights_only=True))
         if saved is not None and saved["key"] == key:
             trajectories.append(list(saved["trajectory"].unbind()))
             continue

@@ -48,9 +48,9 @@ def reference_step(distiller: DistributionMatching) -> float:
     net = embedding_network(distiller.config.architecture, distiller.data, CPU)
     ipc, loss = distiller.task.ipc, torch.zeros(())
     for c, idx in enumerate(distiller.class_indices):
-        pick = idx[torch.randperm(len(idx), generator=distiller.generator)[: distiller.config.real_batch]]
+        pick = idx[distiller.permutation(len(idx))[: distiller.config.real_batch]]
         real, syn = distiller.x_train[pick], distiller.images[c * ipc:(c + 1) * ipc]
-        params = distiller.dsa.sample(max(len(real), len(syn)))
+        params = distiller.dsa.sample_siamese()   # one draw for the class's real batch and synthetic images
         with torch.no_grad():
             real_mean = net.embed(distiller.dsa.apply(real, params)).mean(0)
         syn_mean = net.embed(distiller.dsa.apply(syn, params)).mean(0)

@@ -289,7 +289,7 @@ def test_outer_iteration_equals_a_naive_reference(fake):
                                     dsa=False, batch_train=4, lr_img=lr_img, lr_net=lr_net)
     gm = GradientMatching(fake, DistillTask("CIFAR10", ipc, "real"), config, seed=3, device=CPU, precision="fp32")
     generator = torch.Generator()
-    generator.set_state(gm.generator.get_state())
+    generator.set_state(gm.device_generator.get_state())
     start = gm.images.detach().clone()
     labels = torch.arange(classes).repeat_interleave(ipc)
     rng = torch.get_rng_state()

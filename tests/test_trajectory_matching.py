@@ -263,7 +263,7 @@ def test_matching_gradients_agree_with_finite_differences():
 
     def loss(images: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         distiller.images, distiller.lr = images, lr
-        distiller.generator.manual_seed(0)   # same minibatches in every evaluation
+        distiller.device_generator.manual_seed(0)   # same minibatches in every evaluation
         return trajectory_loss(distiller.student(start), start, target)
 
     images = distiller.images.detach().double().requires_grad_(True)

@@ -1,5 +1,5 @@
-"""Differentiable Siamese Augmentation (DSA, Zhao & Bilen, ICML 2021, Sec. 3 and Appendix; magnitudes of the
-official `ParamDiffAug`).
+"""Differentiable Siamese Augmentation (DSA, Zhao & Bilen, ICML 2021, Sec. 3 and Appendix; magnitudes of
+the official `ParamDiffAug`).
 
 Every transform is differentiable in the images. Each call picks one transform of the strategy at random
 ('color' applies brightness, saturation and contrast together) and draws its parameters, in one of two modes:

@@ -1,9 +1,10 @@
-"""Distribution matching (Dataset Condensation with Distribution Matching, Zhao & Bilen, WACV 2023) with DSA.
+"""Distribution matching (Dataset Condensation with Distribution Matching, Zhao & Bilen, WACV 2023, Sec. 3)
+with DSA.
 
 Each step draws a freshly initialised network and uses its feature extractor (`embed`) as a fixed random
 embedding. For every class, a real batch and the class's synthetic images go through the *same* DSA
-transform (siamese); the loss is the sum over classes of the squared L2 distance between the mean real
-and the mean synthetic embedding, and SGD moves the synthetic images.
+transform (one siamese draw per class, as the official code); the loss is the sum over classes of the squared
+L2 distance between the mean real and the mean synthetic embedding, and SGD moves the synthetic images.
 
 Classes are independent, so the real embeddings of all classes come from one batched forward (without a
 graph) and the synthetic ones from a second; the networks normalise per sample (instance norm), so this is
@@ -51,8 +52,10 @@ def dm_loss(real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor]) -> torch.
 
 
 def embedding_network(architecture: str, data: Dataset, device: torch.device) -> nn.Module:
-    """A freshly initialised network with frozen parameters, used through its `embed` method."""
-    net = get_network(architecture, data.channels, data.num_classes, data.im_size).to(device).train()
+    """A freshly initialised network with frozen parameters, used through its `embed` method (built directly on
+    `device`, so a GPU step does not wait for a host-side initialisation and copy)."""
+    with torch.device(device):
+        net = get_network(architecture, data.channels, data.num_classes, data.im_size).train()
     if not hasattr(net, "embed"):
         raise ValueError(f"architecture={architecture!r} has no `embed` (features before the classifier); "
                          "distribution matching needs a ConvNet variant ('ConvNet', 'ConvNetD<depth>', "
@@ -70,7 +73,7 @@ class DistributionMatching(SyntheticImages):
         embedding_network(config.architecture, data, torch.device("cpu"))  # fail early on a wrong architecture
         super().__init__(data, task, config, seed=seed, device=device, precision=precision, lr_img=config.lr_img,
                          momentum=config.momentum_img)
-        self.class_indices = data.class_indices()
+        self.class_indices = [idx.to(device) for idx in data.class_indices()]
         self.x_train = data.x_train.to(device)
 
     def augmented_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -78,10 +81,9 @@ class DistributionMatching(SyntheticImages):
         reals, syns = [], []
         ipc = self.task.ipc
         for c, idx in enumerate(self.class_indices):
-            pick = idx[torch.randperm(len(idx), generator=self.generator)[: self.config.real_batch]]
-            real = self.x_train[pick.to(self.device)]
+            real = self.x_train[idx[self.permutation(len(idx))[: self.config.real_batch]]]
             syn = self.images[c * ipc:(c + 1) * ipc]
-            params = self.dsa.sample(max(len(real), len(syn)))
+            params = self.dsa.sample_siamese()
             reals.append(self.dsa.apply(real, params))
             syns.append(self.dsa.apply(syn, params))
         return reals, syns

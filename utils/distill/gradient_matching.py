@@ -1,5 +1,5 @@
-"""Gradient matching (Dataset Condensation, Zhao, Mopuri & Bilen, ICLR 2021, Algorithm 1 and Eq. 10) with
-optional DSA (Zhao & Bilen, ICML 2021, Eq. 5).
+"""Gradient matching (Dataset Condensation, Zhao, Mopuri & Bilen, ICLR 2021, Algorithm 1) with optional
+DSA (Zhao & Bilen, ICML 2021).
 
 Each outer iteration draws a fresh network; `outer_loop` times it matches, class by class, the gradient of
 the loss on a real batch with the gradient on the synthetic images (both augmented by one siamese DSA draw),
@@ -91,14 +91,13 @@ class GradientMatching(SyntheticImages):
         super().__init__(data, task, config, seed=seed, device=device, precision=precision, lr_img=config.lr_img,
                          momentum=config.momentum_img)
         self.outer_loop, self.inner_loop = config.loops_for(task.ipc)
-        self.class_indices = data.class_indices()
+        self.class_indices = [idx.to(device) for idx in data.class_indices()]
         self.x_train = data.x_train.to(device)
         self.seed = seed
 
     def _real_batch(self, c: int) -> torch.Tensor:
         idx = self.class_indices[c]
-        pick = idx[torch.randperm(len(idx), generator=self.generator)[: self.config.real_batch]]
-        return self.x_train[pick.to(self.device)]
+        return self.x_train[idx[self.permutation(len(idx))[: self.config.real_batch]]]
 
     def _match(self, net: torch.nn.Module, params: list[torch.Tensor]) -> torch.Tensor:
         loss = self.images.new_zeros(())
@@ -120,8 +119,7 @@ class GradientMatching(SyntheticImages):
         """`inner_loop` epochs over the synthetic set in shuffled batches of `batch_train`."""
         images = self.images.detach()
         for _ in range(self.inner_loop):
-            order = torch.randperm(len(images), generator=self.generator).to(self.device)
-            for idx in order.split(self.config.batch_train):
+            for idx in self.permutation(len(images)).split(self.config.batch_train):
                 with autocast(self.device, self.precision):
                     net_loss = F.cross_entropy(net(self.dsa(images[idx])), self.labels[idx])
                 optimizer.zero_grad(set_to_none=True)

@@ -1,5 +1,5 @@
 """Trajectory matching (Dataset Distillation by Matching Training Trajectories, Cazenavette et al., CVPR 2022,
-Sec. 3, Eq. 2 and Algorithm 1).
+Sec. 3 and Algorithm 1).
 
 Experts are networks trained on the real set whose parameters were recorded after every epoch
 (`experts.py`). One step picks an expert and a start epoch t < max_start_epoch; a student starting at θ*_t
@@ -148,8 +148,7 @@ class TrajectoryMatching(SyntheticImages):
         chunks: list[torch.Tensor] = []
         for _ in range(self.config.syn_steps):
             if not chunks:
-                chunks = list(torch.randperm(len(self.labels), generator=self.generator).to(self.device)
-                              .split(self.batch))
+                chunks = list(self.permutation(len(self.labels)).split(self.batch))
             idx = chunks.pop()
             x = self.dsa(self.images[idx])
             with autocast(self.device, self.precision):

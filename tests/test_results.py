@@ -173,3 +173,8 @@ def test_read_table_keeps_hash_in_cells(writer):
     df = pd.DataFrame({"model": ["ConvNet #2", "VGG11"], "accuracy": [0.5, 0.6]})
     path = writer.table(df, "hash")["csv"]
     pd.testing.assert_frame_equal(read_table(path), df)
+
+
+def test_latex_caption_is_escaped(writer):
+    path = writer.table(pd.DataFrame({"x": [1]}), "caption", caption="Accuracy (%) of #2 & more_x")["tex"]
+    assert "\\caption{Accuracy (\\%) of \\#2 \\& more\\_x}" in path.read_text()

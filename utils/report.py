@@ -23,7 +23,7 @@ from PIL import Image
 
 from utils.comparison import COURSE_REPORT
 from utils.paths import NOTEBOOKS_DIR, RESULTS_DIR
-from utils.results import atomic_write_many, read_sidecar, read_table
+from utils.results import atomic_write_many, latex_escape, read_sidecar, read_table
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TITLE = "Dataset distillation: gradient, distribution and trajectory matching"
@@ -216,21 +216,10 @@ def render_html(results_dir: Path, found: list[Section], files: list[tuple[str, 
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
-def latex_escape(text: str) -> str:
-    """Plain text made safe for LaTeX (special characters escaped, common symbols as LaTeX commands)."""
-    specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-    out = []
-    for char in text:
-        if char in specials:
-            out.append(specials[char])
-        elif char in LATEX_SYMBOLS:
-            out.append(LATEX_SYMBOLS[char])
-        elif ord(char) < 128:
-            out.append(char)
-        else:
-            out.append("?")
-    return "".join(out)
+def latex_text(text: str) -> str:
+    """Plain text made safe for LaTeX: special characters escaped, common symbols as LaTeX commands, any other
+    non-ASCII character as '?'."""
+    return "".join(LATEX_SYMBOLS.get(c, c if ord(c) < 128 else "?") for c in latex_escape(text))
 
 
 def _latex_nodes(nodes: list[dict]) -> str:
@@ -239,9 +228,9 @@ def _latex_nodes(nodes: list[dict]) -> str:
     for node in nodes:
         kind, children = node["type"], node.get("children", [])
         if kind == "text":
-            parts.append(latex_escape(node["raw"]))
+            parts.append(latex_text(node["raw"]))
         elif kind == "codespan":
-            parts.append(r"\texttt{" + latex_escape(node["raw"]) + "}")
+            parts.append(r"\texttt{" + latex_text(node["raw"]) + "}")
         elif kind == "strong":
             parts.append(r"\textbf{" + _latex_nodes(children) + "}")
         elif kind == "emphasis":
@@ -260,7 +249,7 @@ def _latex_nodes(nodes: list[dict]) -> str:
         elif kind == "block_code":
             parts.append(r"\begin{verbatim}" + "\n" + node["raw"] + r"\end{verbatim}" + "\n\n")
         else:   # block_text, link and anything else: its text
-            parts.append(_latex_nodes(children) if children else latex_escape(node.get("raw", "")))
+            parts.append(_latex_nodes(children) if children else latex_text(node.get("raw", "")))
     return "".join(parts)
 
 
@@ -278,22 +267,22 @@ def render_latex(results_dir: Path, found: list[Section]) -> str:
              r"\DeclareUnicodeCharacter{00B1}{\ensuremath{\pm}}", r"\DeclareUnicodeCharacter{03C1}{\ensuremath{\rho}}",
              r"\DeclareUnicodeCharacter{03C4}{\ensuremath{\tau}}", r"\DeclareUnicodeCharacter{2212}{-}",
              r"\DeclareUnicodeCharacter{00D7}{\ensuremath{\times}}", r"\DeclareUnicodeCharacter{00B7}{.}",
-             r"\title{" + latex_escape(TITLE) + "}", r"\date{" + latex_escape(info["results written"]) + "}",
+             r"\title{" + latex_text(TITLE) + "}", r"\date{" + latex_text(info["results written"]) + "}",
              r"\begin{document}", r"\maketitle", r"\section*{Setup}", r"\begin{itemize}"]
-    lines += [r"\item \textbf{" + latex_escape(k) + "}: " + latex_escape(v) for k, v in info.items()
+    lines += [r"\item \textbf{" + latex_text(k) + "}: " + latex_text(v) for k, v in info.items()
               if k != "results folder"]
     lines += [r"\end{itemize}",
-              "Published numbers and those of the " + latex_escape(COURSE_REPORT) + " are in the tables of "
+              "Published numbers and those of the " + latex_text(COURSE_REPORT) + " are in the tables of "
               "section 08.", ""]
     for s in found:
-        lines += [r"\clearpage", r"\section{" + latex_escape(s.title) + "}", markdown2latex(s.question), ""]
+        lines += [r"\clearpage", r"\section{" + latex_text(s.title) + "}", markdown2latex(s.question), ""]
         for t in s.tables:
             lines += [r"\begingroup\footnotesize", r"\input{../tables/" + t.name + ".tex}", r"\endgroup", ""]
         for f in s.figures:
             if f.pdf is not None:
                 lines += [r"\begin{figure}[htbp]", r"\centering",
                           r"\includegraphics[width=\linewidth,height=0.45\textheight,keepaspectratio]{../figures/"
-                          + f.pdf.name + "}", r"\caption{" + latex_escape(f.caption) + "}", r"\end{figure}", ""]
+                          + f.pdf.name + "}", r"\caption{" + latex_text(f.caption) + "}", r"\end{figure}", ""]
         if s.interpretation:
             lines += [r"\subsection*{Interpretation}", markdown2latex(s.interpretation), ""]
     lines += [r"\end{document}", ""]

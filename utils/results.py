@@ -55,6 +55,15 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return Path(path)
 
 
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """`text` with LaTeX's special characters escaped."""
+    return "".join(LATEX_SPECIALS.get(char, char) for char in text)
+
+
 def sidecar(path: str | os.PathLike) -> Path:
     """The metadata file `<name>.json` beside a table's `<name>.csv`."""
     return Path(path).with_suffix(".json")
@@ -148,16 +157,16 @@ class ResultWriter:
         footer = "; ".join(f"{k}: {v}" for k, v in meta.items())
         body = {"caption": caption, "metadata": meta,
                 "integer_columns": [str(c) for c in df.columns if pd.api.types.is_integer_dtype(df[c])]}
-        writers = {
-            "csv": lambda p: p.write_text(df.to_csv(index=False)),
-            "json": lambda p: p.write_text(json.dumps(body, indent=2) + "\n"),
-            "md": lambda p: p.write_text((f"**{caption}**\n\n" if caption else "") + df.to_markdown(index=False)
-                                         + f"\n\n<sub>{footer}</sub>\n"),
-            "tex": lambda p: p.write_text("".join(f"% {k}: {v}\n" for k, v in meta.items())
-                                          + df.to_latex(index=False, caption=caption or None, escape=True)),
+        texts = {
+            "csv": df.to_csv(index=False),
+            "json": json.dumps(body, indent=2) + "\n",
+            "md": (f"**{caption}**\n\n" if caption else "") + df.to_markdown(index=False)
+                  + f"\n\n<sub>{footer}</sub>\n",
+            "tex": "".join(f"% {k}: {v}\n" for k, v in meta.items())
+                   + df.to_latex(index=False, caption=latex_escape(caption) or None, escape=True),
         }
-        paths = {ext: self.tables / f"{name}.{ext}" for ext in writers}
-        atomic_write_many({paths[ext]: fn for ext, fn in writers.items()})
+        paths = {ext: self.tables / f"{name}.{ext}" for ext in texts}
+        atomic_write_many({paths[ext]: lambda p, text=text: p.write_text(text) for ext, text in texts.items()})
         return paths
 
     def figure(self, fig, name: str) -> dict[str, Path]:

@@ -8,9 +8,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import nbformat
 from tqdm.auto import tqdm
 
 from utils.paths import NOTEBOOKS_DIR, PROJECT_ROOT, RESULTS_DIR
+from utils.paths import data_root as resolve_data_root
 from utils.profiles import PROFILES
 
 
@@ -27,14 +29,17 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathLike | None = None,
-        data_root: str | None = None, seed: int = 0, device: str = "auto") -> Path:
+        data_root: str | os.PathLike | None = None, seed: int = 0, device: str = "auto") -> Path:
     """Execute the notebooks; executed copies go to `<results>/notebooks/` only once a notebook has finished.
 
-    Returns the results folder."""
+    Relative `results_dir` and `data_root` (argument or env `DD_DATA_ROOT`) are taken relative to the caller's
+    working directory. A notebook runs into `<results>/.running-*/` (the same filesystem, so the final rename
+    cannot cross devices; a failed one stays there). Returns the results folder."""
     import papermill as pm
 
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    selected = notebooks(only)
     if results_dir is None:
         results_dir = tempfile.mkdtemp(prefix="dd-smoke-") if profile == "smoke" else RESULTS_DIR
     results_dir = Path(results_dir).resolve()
@@ -42,19 +47,29 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
         raise ValueError("smoke runs never write to the committed results/ folder; choose another --results-dir")
     executed = results_dir / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
-    parameters = {"profile": profile, "data_root": data_root, "results_dir": str(results_dir), "seed": seed,
-                  "device": device}
-    for nb in tqdm(notebooks(only), desc=f"notebooks ({profile})", unit="nb"):
-        target = executed / nb.name
-        tmp = Path(tempfile.mkdtemp(prefix="dd-running-")) / nb.name
+    staging = Path(tempfile.mkdtemp(prefix=".running-", dir=results_dir))
+    parameters = {"profile": profile, "data_root": str(resolve_data_root(data_root).resolve()),
+                  "results_dir": str(results_dir), "seed": seed, "device": device}
+    for nb in tqdm(selected, desc=f"notebooks ({profile})", unit="nb"):
+        tmp = staging / nb.name
         try:
             pm.execute_notebook(nb, tmp, parameters=parameters, cwd=str(PROJECT_ROOT), progress_bar=False,
                                 log_output=True, kernel_name="python3")
         except pm.PapermillExecutionError as err:
-            raise SystemExit(f"FAILED: {nb.name}, cell {err.exec_count}: {err.ename}: {err.evalue}\n"
+            raise SystemExit(f"FAILED: {nb.name}, {failed_cell(nb, err.source)}: {err.ename}: {err.evalue}\n"
                              f"partial output kept in {tmp}") from None
-        os.replace(tmp, target)
+        os.replace(tmp, executed / nb.name)
+    staging.rmdir()
     return results_dir
+
+
+def failed_cell(notebook: Path, source: str) -> str:
+    """'cell N (`first line`)': the failing cell's number in the notebook as written (counting every cell from
+    1, without the parameters cell papermill injects) and the first line of its source."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    number = next((k for k, cell in enumerate(cells, 1) if cell.source == source), None)
+    first = next((line for line in source.splitlines() if line.strip()), "")
+    return f"cell {number if number is not None else '?'} (`{first}`)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else None
-    out = run(args.profile, only, args.results_dir, args.data_root, args.seed, args.device)
+    try:
+        out = run(args.profile, only, args.results_dir, args.data_root, args.seed, args.device)
+    except ValueError as err:
+        parser.error(str(err))
     print(f"results in {out}")
     return 0
 

@@ -1,12 +1,14 @@
-# Two entry points: `make results` re-executes the notebooks (PROFILE=smoke|cpu|paper, default cpu),
-# `make test` runs the linter and the test suite. Both create .venv from requirements.txt first.
+# Two entry points: `make results` re-executes the notebooks (PROFILE=smoke|cpu|paper, default cpu) and ends by
+# building the report, `make test` runs the linter and the test suite. Both create .venv from requirements.txt first.
+# `make report` (re)builds RESULTS/report.html and RESULTS/report/report.tex from a results folder (default results/).
 PROFILE ?= cpu
 ONLY ?=
+RESULTS ?= results
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: results test lint clean-cache
+.PHONY: results report test lint clean-cache
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 results: $(VENV)/.installed
 	$(PY) -m utils.pipeline --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+
+report: $(VENV)/.installed
+	$(PY) -m utils.report --results-dir $(RESULTS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

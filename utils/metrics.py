@@ -8,12 +8,11 @@ from scipy import stats
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve via the Mann-Whitney U statistic (ties count one half)."""
+    """Area under the ROC curve: the Mann-Whitney U of the positives' scores over all pairs (ties count one half)."""
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = stats.rankdata(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(stats.mannwhitneyu(scores[positive], scores[~positive]).statistic / (n_pos * n_neg))
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -31,5 +30,7 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
 
 
 def rank_correlations(a: list[float], b: list[float]) -> dict[str, float]:
-    """Spearman and Kendall rank correlation between two score lists."""
-    return {"spearman": float(stats.spearmanr(a, b).statistic), "kendall": float(stats.kendalltau(a, b).statistic)}
+    """Spearman's rho (average ranks for ties) and Kendall's tau-b (corrected for ties) between two score lists;
+    NaN where a list is constant."""
+    return {"spearman": float(stats.spearmanr(a, b).statistic),
+            "kendall": float(stats.kendalltau(a, b, variant="b").statistic)}

@@ -8,6 +8,7 @@ profiles, augmentation, distillation methods, result files, plots, the pipeline)
 from __future__ import annotations
 
 import copy
+import os
 import platform
 import random
 import time
@@ -30,6 +31,22 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("step", "cosine")
 Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
+# cuBLAS needs this before its first use to choose deterministic reductions (no effect on the CPU).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def configure_reproducibility(device: torch.device, precision: str) -> None:
+    """Make GPU reruns and resumes repeat: deterministic cuDNN/CUDA kernels (a warning where an op has none) and,
+    for 'fp32', true fp32 matmuls and convolutions (no TF32 on Ampere and newer)."""
+    fp32 = precision == "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = not fp32
+    torch.backends.cudnn.allow_tf32 = not fp32
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def set_seed(seed: int) -> None:
@@ -64,10 +81,10 @@ def hardware_name(device: torch.device) -> str:
 
 
 def _bf16_native(device: torch.device) -> bool:
+    """Whether the hardware computes bf16 natively (emulated bf16, e.g. on plain AVX-512 or a T4, is slower)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX")
-                or torch.cpu._is_amx_tile_supported())
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

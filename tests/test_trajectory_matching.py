@@ -276,3 +276,15 @@ def test_matching_gradients_agree_with_finite_differences():
     numeric_lr = (loss(images, lr + 1e-8) - loss(images, lr - 1e-8)) / 2e-8
     assert (grad_images * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-4)
     assert grad_lr.item() == pytest.approx(numeric_lr.item(), rel=1e-4)
+
+
+def test_zca_is_computed_once_per_dataset(monkeypatch):
+    data = fake_dataset("MNIST", 2, (1, 4, 4), 50)
+    calls = []
+    real_whiten = experts._whiten
+    monkeypatch.setattr(experts, "_whiten", lambda *args: calls.append(1) or real_whiten(*args))
+    first, again = zca_whiten(data), zca_whiten(data)
+    assert again is first and len(calls) == 1
+    shifted = Dataset("MNIST", data.x_train, data.y_train, data.x_test, data.y_test, data.classes, [0.0], [0.1])
+    assert not torch.allclose(zca_whiten(shifted).x_train, first.x_train, atol=1e-2), "normalisation is in the key"
+    assert len(calls) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -168,3 +170,21 @@ def test_auto_precision_on_cuda_ignores_emulated_bf16(monkeypatch, native):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
     assert utility.resolve_precision("auto", torch.device("cuda")) == ("bf16" if native else "fp32")
     assert calls == [False]
+
+
+def test_reproducibility_settings_disable_tf32_for_fp32_and_make_cuda_deterministic():
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        utility.configure_reproducibility(torch.device("cuda"), "fp32")   # flags only: no GPU needed
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        utility.configure_reproducibility(torch.device("cpu"), "bf16")
+        assert torch.backends.cuda.matmul.allow_tf32, "bf16 runs are labelled bf16; TF32 is not a hidden downgrade"
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] in (":4096:8", ":16:8")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[0], saved[1]
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+        torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])

@@ -9,6 +9,7 @@ import torch
 from utility import (
     Augment,
     SyntheticEvaluation,
+    configure_reproducibility,
     evaluate_training_set,
     get_device,
     hardware_name,
@@ -61,6 +62,7 @@ def start(notebook: str, profile: str, data_root: str | None, results_dir: str |
     set_seed(seed)
     out = resolve_results_dir(profile, results_dir)
     precision = resolve_precision(settings.precision, torch_device)
+    configure_reproducibility(torch_device, precision)
     writer = ResultWriter(out, notebook=notebook, profile=profile, seed=seed, device=str(torch_device),
                           details={"precision": precision, "hardware": hardware_name(torch_device)})
     print(f"{notebook}: profile={profile} device={torch_device} precision={precision} seed={seed} results={out}")

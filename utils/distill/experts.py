@@ -68,13 +68,27 @@ def zca_whiten(data: Dataset, epsilon: float = ZCA_EPSILON) -> Dataset:
     if dim > ZCA_MAX_DIM:
         raise ValueError(f"ZCA on {data.name} images of {dim} values needs a {dim} x {dim} covariance; at most "
                          f"{ZCA_MAX_DIM} values per image (3 x 64 x 64) are supported. Use zca=False")
+    key = (tensor_digest(data.x_train, data.y_train, data.x_test), tuple(data.mean), tuple(data.std), epsilon)
+    if key not in _WHITENED:
+        _WHITENED.clear()   # one whitened dataset in memory at a time (CIFAR-10: 740 MB)
+        _WHITENED[key] = _whiten(data, epsilon)
+    return _WHITENED[key]
+
+
+# The last whitened dataset, so that the experts, the distiller and every evaluation of a run share one
+# whitening instead of hashing and transforming the training set again each time.
+_WHITENED: dict[tuple, Dataset] = {}
+
+
+def _whiten(data: Dataset, epsilon: float) -> Dataset:
     channel_mean = torch.tensor(data.mean).view(1, -1, 1, 1)
     channel_std = torch.tensor(data.std).view(1, -1, 1, 1)
 
     def pixels(x: torch.Tensor) -> torch.Tensor:
         return x * channel_std + channel_mean
 
-    mean, matrix = _zca_transform(pixels(data.x_train), epsilon)
+    source = config_hash({"images": tensor_digest(data.x_train), "mean": data.mean, "std": data.std})
+    mean, matrix = _zca_transform(pixels(data.x_train), source, epsilon)
 
     def whiten(x: torch.Tensor) -> torch.Tensor:
         return ((pixels(x).flatten(1) - mean) @ matrix).view_as(x)
@@ -82,8 +96,10 @@ def zca_whiten(data: Dataset, epsilon: float = ZCA_EPSILON) -> Dataset:
     return replace(data, x_train=whiten(data.x_train), x_test=whiten(data.x_test))
 
 
-def _zca_transform(x_train: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
-    path = cache_dir() / "zca" / f"{tensor_digest(x_train)}_eps{epsilon:g}.pt"
+def _zca_transform(x_train: torch.Tensor, source: str, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and whitening matrix of the pixels `x_train`, cached on disk under `source` (a key of the images and
+    their normalisation) and ε."""
+    path = cache_dir() / "zca" / f"{source}_eps{epsilon:g}.pt"
     saved = read_cache(path, lambda p: torch.load(p, weights_only=True))
     if saved is not None:
         return saved["mean"], saved["matrix"]

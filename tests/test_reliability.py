@@ -3,6 +3,7 @@ and heal, and saved sets are found only for the right profile (issue 13; issue 1
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import pickle
@@ -25,7 +26,7 @@ from utils.data import DatasetFormatError, DatasetNotFoundError, load_dataset
 from utils.distill import DistillTask, GradientMatchingConfig, distill
 from utils.distill import base as distill_base
 from utils.distill.base import PeakMemory, config_hash, data_digest, distill_or_load, run_distillation, tensor_digest
-from utils.distill.experts import ExpertConfig, _zca_transform, expert_dir, load_or_train_experts
+from utils.distill.experts import ExpertConfig, expert_dir, load_or_train_experts, zca_whiten
 from utils.paths import CacheWarning
 from utils.study import evaluate_cached
 from utils.synthetic import SyntheticSet, UnreadableSetError, find_synthetic, synthetic_path
@@ -175,10 +176,12 @@ def test_a_crafted_pickle_is_refused_by_every_loader_and_nothing_runs(tmp_path, 
     with pytest.raises(DatasetFormatError, match="data_batch_1"):
         load_dataset("CIFAR10", tmp_path / "pyroot")
     # the ZCA and expert caches
-    x = torch.randn(6, 3, 4, 4)
-    crafted(tmp_cache / "zca" / f"{tensor_digest(x)}_eps0.1.pt", marker)
-    with pytest.warns(CacheWarning, match="zca"):
-        _zca_transform(x, 0.1)
+    small = fake_dataset("CIFAR10", 2, (3, 4, 4), per_class=2)
+    zca_whiten(small)
+    [zca] = (tmp_cache / "zca").iterdir()
+    crafted(zca, marker)
+    with pytest.warns(CacheWarning, match=zca.name):  # other test images: not whitened in memory before
+        zca_whiten(dataclasses.replace(small, x_test=small.x_test + 1))
     data = fake_dataset("CIFAR10", 2, (3, 32, 32), per_class=2)
     expert = ExpertConfig(num_experts=1, epochs=1, dsa=False, architecture="ConvNetD1W32")
     crafted(expert_dir(data, expert, seed=0, precision="fp32") / "expert_0.pt", marker)
@@ -423,8 +426,11 @@ def test_stray_file_in_synthetic_folder_is_skipped_with_a_warning(tmp_path):
 
 
 def test_peak_memory_is_repeatable_for_identical_blocks():
+    pins = []
+
     def block():
-        chunks = [torch.ones(4 * 2**20) for _ in range(6)]  # 6 x 16 MiB, freed at the end (kept by glibc's heap)
+        chunks = [torch.ones(16 * 1024) for _ in range(1536)]  # 96 MiB in 64 KiB pieces from the C heap
+        pins.append(torch.ones(16 * 1024))  # allocated after them: the freed pieces are not at the heap's top
         return len(chunks)
 
     peaks = []
@@ -432,8 +438,8 @@ def test_peak_memory_is_repeatable_for_identical_blocks():
         with PeakMemory(CPU) as memory:
             block()
         peaks.append(memory.peak_mib)
-    assert all(peak > 80 for peak in peaks[1:]), peaks  # the first may add one-off allocator set-up
-    assert max(peaks[1:]) - min(peaks[1:]) < 16, peaks
+    assert all(peak > 80 for peak in peaks), peaks  # the first may add some one-off set-up on top
+    assert max(peaks[1:]) - min(peaks[1:]) < 4, peaks
 
 
 # ---------------------------------------------------------------------------------- 14. ipc types are checked

@@ -190,6 +190,19 @@ def test_a_crafted_pickle_is_refused_by_every_loader_and_nothing_runs(tmp_path, 
     assert not marker.exists(), "a crafted pickle ran code"
 
 
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar10_python_batches_load_through_the_array_only_unpickler(protocol, tmp_path, tmp_cache):
+    batches = tmp_path / "root" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        entry = {"batch_label": name, "labels": list(range(10)), "filenames": [name] * 10,
+                 "data": rng.integers(0, 256, (10, 3072), dtype=np.uint8)}
+        (batches / name).write_bytes(pickle.dumps(entry, protocol=protocol))
+    data = load_dataset("CIFAR10", tmp_path / "root")
+    assert data.x_train.shape == (50, 3, 32, 32) and data.y_test.tolist() == list(range(10))
+
+
 # ------------------------------------------------------------------------- 3, 4. bad data refused, by name
 
 

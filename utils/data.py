@@ -169,8 +169,9 @@ def _mnist_raw(files: dict[str, Path]) -> tuple[dict[str, np.ndarray], dict[str,
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only plain containers and numpy arrays (CIFAR-10's python batches), never arbitrary code."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = {(f"numpy{core}.{module}", name) for core in (".core", "._core")
+               for module, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))}
+    ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # encode: bytes in protocol 2
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:

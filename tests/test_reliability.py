@@ -21,13 +21,14 @@ from PIL import Image
 
 from tests.fakes import fake_dataset
 from utility import SyntheticEvaluation
-from utils.comparison import unevaluated_sets
+from utils.comparison import gather, unevaluated_sets
 from utils.data import DatasetFormatError, DatasetNotFoundError, load_dataset
 from utils.distill import DistillTask, GradientMatchingConfig, distill
 from utils.distill import base as distill_base
 from utils.distill.base import PeakMemory, config_hash, data_digest, distill_or_load, run_distillation, tensor_digest
 from utils.distill.experts import ExpertConfig, expert_dir, load_or_train_experts, zca_whiten
 from utils.paths import CacheWarning
+from utils.results import ResultWriter
 from utils.study import evaluate_cached
 from utils.synthetic import SyntheticSet, UnreadableSetError, find_synthetic, synthetic_path
 
@@ -333,6 +334,17 @@ def test_find_synthetic_filters_by_the_profile_recorded_in_the_set(tmp_path):
     small_set("paper").save(synthetic_path(tmp_path, "gm", "CIFAR10", 1, "real"))
     assert [p.name for p in find_synthetic(tmp_path, profile="paper")] == ["gm_CIFAR10_ipc1_real.pt"]
     assert len(find_synthetic(tmp_path)) == 2
+
+
+def test_comparison_gathers_only_tables_of_its_profile(tmp_path):
+    row = {"method": "Distribution matching", "dataset": "CIFAR10", "ipc": 10, "init": "real",
+           "accuracy with DSA (%)": "30.00 ± 0.10"}
+    for notebook, profile in (("02_gradient_matching", "paper"), ("07_distribution_matching", "cpu")):
+        writer = ResultWriter(tmp_path, notebook=notebook, profile=profile, seed=0, device="cpu")
+        writer.table(pd.DataFrame([{**row, "method": f"{row['method']} {profile}"}]), notebook)
+    with pytest.warns(UserWarning, match="07_distribution_matching.csv"):
+        table = gather(tmp_path, profile="paper")
+    assert table["method"].tolist() == ["Distribution matching paper"] and set(table["profile"]) == {"paper"}
 
 
 # ------------------------------------------------------------------------ 7. unreadable files heal or are named

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -30,15 +31,21 @@ COLUMNS = ["method", "dataset", "ipc", "init", "accuracy with DSA (%)", "balance
            "accuracy without DSA (%)", "iterations", "distillation time (s)", "peak memory (MiB)"]
 
 
-def gather(results_dir: str | Path) -> pd.DataFrame:
-    """Every set of every study table present, once each, in one frame (profile from each table's metadata)."""
+def gather(results_dir: str | Path, profile: str | None = None) -> pd.DataFrame:
+    """Every set of every study table present, once each, in one frame (profile from each table's metadata);
+    with `profile`, a table written by another profile is skipped with a warning."""
     frames = []
     for name in STUDY_TABLES:
         path = Path(results_dir) / "tables" / f"{name}.csv"
         if path.exists():
+            table_profile = read_metadata(path).get("profile", "?")
+            if profile is not None and table_profile != profile:
+                warnings.warn(f"skipping {path}: written by the {table_profile!r} profile, not {profile!r}",
+                              stacklevel=2)
+                continue
             frame = read_table(path).rename(columns={PLAIN: "accuracy without DSA (%)"})
             frame = frame[[c for c in COLUMNS if c in frame.columns]].copy()
-            frame["profile"] = read_metadata(path).get("profile", "?")
+            frame["profile"] = table_profile
             frame["source"] = name
             frames.append(frame)
     if not frames:

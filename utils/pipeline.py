@@ -81,7 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="default: env DD_DATA_ROOT, else ./data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check every unit of the profile instead of running it (utils.dry_run); with "
+                             "--measure, time one step of each at full shapes and project the total")
+    parser.add_argument("--measure", action="store_true", help="with --dry-run: measure and project")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        from utils import dry_run
+
+        return dry_run.main(["--profile", args.profile, "--device", args.device]
+                            + (["--measure"] if args.measure else []) + (["--only", args.only] if args.only else []))
     only = args.only.split(",") if args.only else None
     try:
         out = run(args.profile, only, args.results_dir, args.data_root, args.seed, args.device)

@@ -1,0 +1,70 @@
+"""The dry run: every unit of a profile is listed and checked without running it; --measure projects cost."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+import utils.dry_run as dry_run
+from utils.distill.trajectory_matching import TrajectoryMatchingConfig
+from utils.pipeline import main as pipeline_main
+from utils.profiles import PAPER, SMOKE, MhistSettings
+
+CPU = dry_run.torch.device("cpu")
+
+
+def test_every_paper_unit_passes_the_configuration_check():
+    table = dry_run.dry_run(PAPER, CPU)
+    assert (table["check"] == "ok").all(), table[table["check"] != "ok"].to_string()
+    units = set(table["unit"])
+    for method in ("gm", "dm", "mtt"):
+        for dataset in ("MNIST", "CIFAR10"):
+            for ipc in (1, 10, 50):
+                for init in ("real", "noise"):
+                    assert f"{method} {dataset} ipc{ipc} {init}" in units
+        assert f"{method} MHIST ipc50 noise" in units
+    assert "mtt experts CIFAR10 (100 x 50 epochs)" in units
+    assert set(table["notebook"]) == {"01", "02", "03", "04", "05", "06", "07"}
+    assert (table["unit"] == "mtt experts MHIST (100 x 50 epochs)").sum() == 1, "one buffer per dataset"
+
+
+def test_a_configuration_the_real_run_would_reject_is_reported():
+    """The ZCA of 128 px MHIST images (49,152 values) is what crashed notebook 05 after an hour."""
+    zca = {ipc: TrajectoryMatchingConfig.paper_settings(10, zca=True) for ipc in (10, 50)}
+    broken = replace(PAPER, mhist=replace(PAPER.mhist, mtt=zca))
+    table = dry_run.dry_run(broken, CPU, notebooks=("05",))
+    failed = table[table["check"] != "ok"]
+    assert set(failed["unit"]) == {f"mtt MHIST ipc{ipc} {init}" for ipc in (10, 50) for init in ("real", "noise")}
+    assert failed["check"].str.contains("49152 values").all()
+    assert isinstance(PAPER.mhist, MhistSettings)
+
+
+def test_pipeline_dry_run_exits_non_zero_on_a_failing_unit(monkeypatch, capsys):
+    assert pipeline_main(["--profile", "paper", "--dry-run", "--only", "01"]) == 0
+    monkeypatch.setattr(dry_run, "check", lambda unit: (_ for _ in ()).throw(ValueError("no such network")))
+    assert pipeline_main(["--profile", "paper", "--dry-run", "--only", "01"]) == 1
+    assert "no such network" in capsys.readouterr().err
+
+
+def test_measure_projects_time_and_flags_units_that_do_not_fit(monkeypatch):
+    table = dry_run.dry_run(SMOKE, CPU, measure=True, notebooks=("07",))
+    assert (table["check"] == "ok").all() and (table["seconds per step"] > 0).all()
+    assert (table["projected hours"] >= 0).all() and (table["peak memory (MiB)"] >= 0).all()
+    monkeypatch.setattr(dry_run, "device_memory_mib", lambda device: -1.0)
+    tight = dry_run.dry_run(SMOKE, CPU, measure=True, notebooks=("07",))
+    assert tight["check"].str.startswith("FAILS: needs").all()
+
+
+def test_mtt_memory_is_extrapolated_from_one_and_two_student_steps(monkeypatch):
+    calls = []
+
+    def fake_measured(step, device):
+        calls.append(step.__self__.config.syn_steps)
+        return {1: (1.0, 100.0), 2: (1.5, 160.0)}[step.__self__.config.syn_steps]
+
+    monkeypatch.setattr(dry_run, "_measured", fake_measured)
+    unit = next(u for u in dry_run.profile_units(SMOKE) if u.method == "mtt")
+    unit = replace(unit, config=replace(unit.config, syn_steps=30))
+    seconds, peak = dry_run._distill_step(unit, CPU, "fp32")
+    assert calls == [1, 2] and seconds == pytest.approx(1.0 + 0.5 * 29) and peak == pytest.approx(100 + 60 * 29)

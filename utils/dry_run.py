@@ -1,0 +1,295 @@
+"""Dry run of a profile: every unit of work its notebooks will run, checked before anything runs.
+
+`python -m utils.dry_run --profile paper` lists every distillation, expert buffer and training run of the profile
+(notebooks 01-07; 08 only reads) and checks each configuration the way the real run would use it: the network
+builds at the dataset's shapes (on the meta device, so nothing is allocated), GM has loops for the ipc, ZCA fits
+(`experts.ZCA_MAX_DIM`), DM's network has an embedding. With `--measure` it also runs one step of every distinct
+unit at full shapes on the chosen device (random images of the real shapes; MTT's experts replaced by random
+trajectories, since expert training is measured as its own training unit) and projects time and peak memory:
+
+- a training unit (evaluation, baseline, expert, cross-architecture, NAS) is measured as one SGD step at its
+  batch size, so the unit costs steps × that step;
+- a GM iteration is measured with one outer loop (its memory does not grow with the loops) and scaled by
+  `outer_loop`; a DM iteration is measured as it is;
+- an MTT iteration keeps the graph of all `syn_steps` student steps, so it is measured with 1 and 2 student steps
+  and extrapolated linearly to `syn_steps` (time and memory).
+
+A unit whose projected peak memory exceeds the device's memory (GPU: total memory; CPU: available RAM) is
+reported and the command exits non-zero, as the real run would fail there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import pandas as pd
+import psutil
+import torch
+
+import utils.distill.trajectory_matching as trajectory_matching
+from networks import get_network
+from utility import get_device, resolve_precision, train
+from utils.data import CLASS_NAMES, Dataset
+from utils.distill import METHODS, DistillTask
+from utils.distill.base import PeakMemory
+from utils.distill.experts import ZCA_MAX_DIM
+from utils.profiles import PROFILES, Profile
+
+# channels, image side (None: the profile's MHIST resolution), training images of each dataset
+SHAPES = {"MNIST": (1, 28, 60000), "CIFAR10": (3, 32, 50000), "MHIST": (3, None, 2175)}
+NOTEBOOK_METHOD = {"02": "gm", "06": "mtt", "07": "dm"}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: a distillation (`config` set) or `runs` training runs of `steps` SGD steps each."""
+
+    notebook: str
+    what: str
+    dataset: str
+    im_size: int
+    architecture: str
+    images: int               # training images (training units) or images per class (distillations)
+    runs: int = 1
+    steps: int = 0            # SGD steps per run (training units) or iterations (distillations)
+    batch_size: int = 256
+    method: str | None = None
+    config: object = None
+
+    @property
+    def shape(self) -> str:
+        channels = SHAPES[self.dataset][0]
+        return f"{self.images} x {channels}x{self.im_size}x{self.im_size}"
+
+
+def _side(dataset: str, profile: Profile) -> int:
+    return SHAPES[dataset][1] or profile.mhist.im_size
+
+
+def _train_units(notebook: str, what: str, dataset: str, side: int, architecture: str, images: int, runs: int,
+                 epochs: int, batch_size: int = 256) -> Unit:
+    steps = epochs * math.ceil(images / batch_size)
+    return Unit(notebook, what, dataset, side, architecture, images, runs, steps, min(batch_size, images))
+
+
+def _distillation(notebook: str, method: str, dataset: str, side: int, ipc: int, init: str, config) -> list[Unit]:
+    units = [Unit(notebook, f"{method} {dataset} ipc{ipc} {init}", dataset, side, config.architecture, ipc,
+                  steps=config.iterations, method=method, config=config)]
+    if method == "mtt":
+        experts = config.expert_config()
+        images = experts.train_images or SHAPES[dataset][2]
+        units.append(_train_units(notebook, f"mtt experts {dataset} ({experts.num_experts} x {experts.epochs} epochs)",
+                                  dataset, side, config.architecture, images, experts.num_experts, experts.epochs,
+                                  experts.batch_size))
+    return units
+
+
+def _evaluations(notebook: str, label: str, dataset: str, side: int, architecture: str, images: int, runs: int,
+                 epochs: tuple[int, ...]) -> list[Unit]:
+    return [_train_units(notebook, f"evaluate {label} ({e} epochs)", dataset, side, architecture, images, runs, e)
+            for e in epochs]
+
+
+def profile_units(profile: Profile) -> list[Unit]:
+    """Every unit of work notebooks 01-07 run in `profile`, in notebook order (expert buffers once per config)."""
+    units: list[Unit] = []
+    for name in profile.baseline.datasets:
+        units.append(_train_units("01", f"baseline {name}", name, _side(name, profile), "ConvNet",
+                                  profile.baseline.train_images or SHAPES[name][2], 1, profile.baseline.epochs))
+    ev, study = profile.evaluation, profile.study
+    for notebook, method in NOTEBOOK_METHOD.items():
+        for name in study.datasets:
+            side = _side(name, profile)
+            for ipc in study.ipcs:
+                n = ipc * len(CLASS_NAMES[name])
+                units += _evaluations(notebook, f"random real {name} ipc{ipc}", name, side, "ConvNet", n,
+                                      ev.n_models, (ev.epochs, ev.dsa_epochs))
+                for init in study.inits:
+                    config = profile.method_config(method, ipc)
+                    units += _distillation(notebook, method, name, side, ipc, init, config)
+                    units += _evaluations(notebook, f"{method} {name} ipc{ipc} {init}", name, side, "ConvNet", n,
+                                          ev.n_models, (ev.epochs, ev.dsa_epochs))
+    arch = profile.cross_arch
+    for name in arch.datasets:
+        for ipc in arch.ipcs:
+            sets = 1 + len(METHODS) * len(arch.inits)   # the random-real floor and every method's sets
+            for architecture in arch.architectures:
+                units += _evaluations("03", f"{sets} sets on {architecture} {name} ipc{ipc}", name,
+                                      _side(name, profile), architecture, ipc * len(CLASS_NAMES[name]),
+                                      sets * arch.n_models, (arch.epochs,))
+    nas = profile.nas
+    for depth in nas.depths:
+        for width in nas.widths:
+            candidate, side = f"ConvNetD{depth}W{width}", _side(nas.dataset, profile)
+            units.append(_train_units("04", f"NAS {candidate} full data", nas.dataset, side, candidate,
+                                      nas.full_train_images or SHAPES[nas.dataset][2], 1, nas.full_epochs))
+            units += _evaluations("04", f"NAS {candidate} distilled", nas.dataset, side, candidate,
+                                  nas.ipc * len(CLASS_NAMES[nas.dataset]), nas.n_models, (nas.distilled_epochs,))
+    mhist = profile.mhist
+    units.append(_train_units("05", "baseline MHIST", "MHIST", mhist.im_size, mhist.architecture, SHAPES["MHIST"][2],
+                              1, mhist.baseline_epochs))
+    for ipc in mhist.ipcs:
+        units += _evaluations("05", f"random real MHIST ipc{ipc}", "MHIST", mhist.im_size, mhist.architecture,
+                              2 * ipc, mhist.n_models, (mhist.eval_epochs,))
+        for method in METHODS:
+            for init in mhist.inits:
+                units += _distillation("05", method, "MHIST", mhist.im_size, ipc, init,
+                                       mhist.method_config(method, ipc))
+                units += _evaluations("05", f"{method} MHIST ipc{ipc} {init}", "MHIST", mhist.im_size,
+                                      mhist.architecture, 2 * ipc, mhist.n_models, (mhist.eval_epochs,))
+    return _unique(units)
+
+
+def _unique(units: list[Unit]) -> list[Unit]:
+    """Drop repeated expert buffers: one per dataset and expert configuration, shared by every set."""
+    seen, kept = set(), []
+    for unit in units:
+        key = (unit.what, unit.architecture, unit.images, unit.runs, unit.steps)
+        if unit.what.startswith("mtt experts") and key in seen:
+            continue
+        seen.add(key)
+        kept.append(unit)
+    return kept
+
+
+def check(unit: Unit) -> None:
+    """Raise the error the real run would raise on this unit's configuration, without computing anything."""
+    channels, classes = SHAPES[unit.dataset][0], len(CLASS_NAMES[unit.dataset])
+    with torch.device("meta"):
+        net = get_network(unit.architecture, channels, classes, unit.im_size)
+    if unit.method is None:
+        return
+    config, dim = unit.config, channels * unit.im_size ** 2
+    if unit.method == "gm":
+        config.loops_for(unit.images)
+    if unit.method == "dm" and not hasattr(net, "embed"):
+        raise ValueError(f"{unit.what}: architecture={unit.architecture!r} has no `embed`; DM needs a ConvNet")
+    if unit.method == "mtt" and config.zca and dim > ZCA_MAX_DIM:
+        raise ValueError(f"{unit.what}: ZCA on images of {dim} values needs a {dim} x {dim} covariance; at most "
+                         f"{ZCA_MAX_DIM} are supported. Use zca=False for this dataset")
+
+
+def _fake_data(unit: Unit, per_class: int) -> Dataset:
+    channels, classes = SHAPES[unit.dataset][0], len(CLASS_NAMES[unit.dataset])
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(classes).repeat_interleave(per_class)
+    x = torch.randn(len(y), channels, unit.im_size, unit.im_size, generator=g)
+    return Dataset(unit.dataset, x, y, x[:classes].clone(), y[:classes].clone(), CLASS_NAMES[unit.dataset],
+                   [0.0] * channels, [1.0] * channels)
+
+
+def _measured(step: Callable[[], None], device: torch.device) -> tuple[float, float]:
+    """Seconds and peak MiB of `step` after one warm-up call (compilation and allocator growth excluded)."""
+    step()
+    with PeakMemory(device) as memory:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    return seconds, memory.peak_mib
+
+
+def _train_step(unit: Unit, device: torch.device, precision: str) -> tuple[float, float]:
+    data = _fake_data(unit, math.ceil(unit.batch_size / len(CLASS_NAMES[unit.dataset])))
+    net = get_network(unit.architecture, data.channels, data.num_classes, data.im_size).to(device)
+    x, y = data.x_train[:unit.batch_size].to(device), data.y_train[:unit.batch_size].to(device)
+    return _measured(lambda: train(net, x, y, epochs=1, batch_size=unit.batch_size, precision=precision), device)
+
+
+def _random_experts(data: Dataset, config, **_) -> list[list[torch.Tensor]]:
+    net = get_network(config.architecture, data.channels, data.num_classes, data.im_size)
+    size = sum(p.numel() for p in net.parameters())
+    return [[torch.randn(size) * 0.01 for _ in range(config.epochs + 1)]]
+
+
+def _distill_step(unit: Unit, device: torch.device, precision: str) -> tuple[float, float]:
+    per_class = max(unit.images, getattr(unit.config, "real_batch", 0)) + 1
+    data = _fake_data(unit, per_class)
+    task = DistillTask(unit.dataset, unit.images, "noise")
+    config, scale = unit.config, 1.0
+    if unit.method == "gm":
+        outer, inner = config.loops_for(unit.images)
+        config, scale = replace(config, loops=((unit.images, 1, inner),)), outer
+    if unit.method == "mtt":
+        config = replace(config, zca=False, num_experts=1)
+        saved, trajectory_matching.load_or_train_experts = trajectory_matching.load_or_train_experts, _random_experts
+        try:
+            one, two = (_measured(METHODS["mtt"](data, task, replace(config, syn_steps=s), seed=0, device=device,
+                                                 precision=precision).step, device) for s in (1, 2))
+        finally:
+            trajectory_matching.load_or_train_experts = saved
+        steps = unit.config.syn_steps
+        return tuple(a + (b - a) * (steps - 1) for a, b in zip(one, two))
+    distiller = METHODS[unit.method](data, task, config, seed=0, device=device, precision=precision)
+    seconds, peak = _measured(distiller.step, device)
+    return seconds * scale, peak
+
+
+def device_memory_mib(device: torch.device) -> float:
+    """Memory a run on `device` can use: the GPU's total memory, or the RAM available now."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / 2**20
+    return psutil.virtual_memory().available / 2**20
+
+
+def dry_run(profile: Profile, device: torch.device, measure: bool = False,
+            notebooks: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """One row per unit: configuration check, and with `measure` the step time, peak memory and projection."""
+    precision = resolve_precision(profile.precision, device)
+    limit = device_memory_mib(device)
+    rows, measured = [], {}
+    for unit in profile_units(profile):
+        if notebooks and unit.notebook not in notebooks:
+            continue
+        row = {"notebook": unit.notebook, "unit": unit.what, "network": unit.architecture, "shape": unit.shape,
+               "runs": unit.runs, "steps per run": unit.steps, "check": "ok"}
+        try:
+            check(unit)
+        except (ValueError, RuntimeError) as err:
+            row["check"] = f"FAILS: {err}"
+        if measure and row["check"] == "ok":
+            key = (unit.method, unit.dataset, unit.im_size, unit.architecture, unit.images, unit.batch_size,
+                   str(unit.config))
+            if key not in measured:
+                step = _distill_step if unit.method else _train_step
+                measured[key] = step(unit, device, precision)
+            seconds, peak = measured[key]
+            row.update({"seconds per step": round(seconds, 4), "peak memory (MiB)": round(peak),
+                        "projected hours": round(seconds * unit.steps * unit.runs / 3600, 3)})
+            if peak > limit:
+                row["check"] = f"FAILS: needs {peak:.0f} MiB, the device has {limit:.0f} MiB"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: print the table and the projected total; non-zero exit if a unit would fail."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="paper", choices=sorted(PROFILES))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--measure", action="store_true", help="also time one step of every distinct unit")
+    parser.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 02,06")
+    args = parser.parse_args(argv)
+    device = get_device(args.device)
+    table = dry_run(PROFILES[args.profile], device, args.measure, tuple(args.only.split(",")) if args.only else None)
+    print(table.to_markdown(index=False))
+    if args.measure:
+        per_notebook = table.groupby("notebook")["projected hours"].sum().round(2)
+        print("\nprojected hours per notebook:", per_notebook.to_dict(), f"total {per_notebook.sum():.1f} h on",
+              device, f"(peak {table['peak memory (MiB)'].max():.0f} MiB)")
+    failures = table[table["check"] != "ok"]
+    for _, row in failures.iterrows():
+        print(f"{row['notebook']} {row['unit']}: {row['check']}", file=sys.stderr)
+    return 1 if len(failures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

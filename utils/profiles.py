@@ -137,15 +137,22 @@ def _method_config(settings, method: str, ipc: int):
     return config
 
 
-# MTT in `paper`: the authors' CIFAR-10 settings per ipc, with 100 experts trained for 50 epochs.
-PAPER_MTT = {ipc: TrajectoryMatchingConfig.paper_settings(ipc, num_experts=100, expert_train_epochs=50)
+# MTT in `paper`: the authors' CIFAR-10 settings per ipc, with 100 experts trained for 50 epochs. The unrolled
+# student keeps the graph of every step for every image it sees, so memory grows with syn_steps x batch_syn: at
+# ipc 50 the whole set (500 images x 30 steps) needs about 42 GiB in fp32. As the authors do for large sets
+# (CIFAR-100 ipc 50: batch_syn 125; Tiny ImageNet: 200 / 300), ipc 50 uses minibatches of 250 so it fits a
+# 40 GB card; `python -m utils.pipeline --profile paper --dry-run --measure` shows the projection per unit.
+PAPER_MTT = {ipc: TrajectoryMatchingConfig.paper_settings(ipc, num_experts=100, expert_train_epochs=50,
+                                                          batch_syn=250 if ipc == 50 else None)
              for ipc in (1, 10, 50)}
 
 # MTT on MHIST (not in the MTT paper): ZCA is off because a 128 px image has 49,152 values and its covariance
 # would not fit (`experts.ZCA_MAX_DIM`); without ZCA the authors' commands use lr_img 1000 (CIFAR-10 ipc 50,
-# Tiny ImageNet), which we take for both ipcs.
+# Tiny ImageNet), which we take for both ipcs. A 128 px image costs about 1.4 GiB over 30 unrolled steps in
+# fp32, so the student sees 20 images per step (the whole set at ipc 10), about 27 GiB.
 PAPER_MHIST_MTT = {ipc: TrajectoryMatchingConfig.paper_settings(ipc, num_experts=100, expert_train_epochs=50,
-                                                                 zca=False, lr_img=1000.0) for ipc in (10, 50)}
+                                                                 zca=False, lr_img=1000.0, batch_syn=20)
+                   for ipc in (10, 50)}
 
 PAPER = Profile(name="paper", mtt=PAPER_MTT, mhist=MhistSettings(mtt=PAPER_MHIST_MTT))
 

@@ -5,7 +5,8 @@ CPU (Triton kernels on a GPU); with bf16 autocast on a CPU that computes bf16 na
 faster than eager PyTorch for the ConvNet (`benchmarks/README.md`). Three entry points share it:
 
 - `train_step`: cross-entropy on one batch, back-propagated (used by `utility.train`, hence by evaluation,
-  full-data training and MTT expert training);
+  full-data training and MTT expert training, and by gradient matching's inner network training);
+- `gradients`: the parameter gradients of that loss (gradient matching's real-batch gradients);
 - `logits`: inference without a graph (used by `utility.predict`);
 - `embed`: a network's `embed` features, with or without a graph (distribution matching).
 
@@ -139,6 +140,14 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, precision:
         return loss.detach()
 
     return _LOSS.run(x.device, call)
+
+
+def gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, precision: str) -> list[torch.Tensor]:
+    """Float gradients of the mean cross-entropy of `model` on (x, y) with respect to its parameters (no graph)."""
+    params = list(model.parameters())
+    weight = torch.ones(len(x), device=x.device)
+    return _LOSS.run(x.device, lambda f: [g.float() for g in torch.autograd.grad(f(model, x, y, weight, precision),
+                                                                                 params)])
 
 
 def logits(model: nn.Module, x: torch.Tensor, *, precision: str, batch_rows: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from networks import get_network
 from utility import autocast
+from utils import compiled
 from utils.data import Dataset
 from utils.distill.base import DistillTask, SyntheticImages
 
@@ -107,23 +108,24 @@ class GradientMatching(SyntheticImages):
             syn = self.images[c * ipc:(c + 1) * ipc]
             aug = self.dsa.sample_siamese()
             target_real = torch.full((len(real),), c, device=self.device)
+            g_real = compiled.gradients(net, self.dsa.apply(real, aug), target_real, precision=self.precision)
+            # double backward does not compile: eager, bf16 where native, the distance accumulated in fp32
             with autocast(self.device, self.precision):
-                real_loss = F.cross_entropy(net(self.dsa.apply(real, aug)), target_real)
-            g_real = [g.detach().float() for g in torch.autograd.grad(real_loss, params)]
-            syn_loss = F.cross_entropy(net(self.dsa.apply(syn, aug)), self.labels[c * ipc:(c + 1) * ipc])
-            g_syn = torch.autograd.grad(syn_loss, params, create_graph=True)
-            loss = loss + gradient_distance(g_real, list(g_syn), self.config.distance)
+                syn_logits = net(self.dsa.apply(syn, aug))
+            syn_loss = F.cross_entropy(syn_logits.float(), self.labels[c * ipc:(c + 1) * ipc])
+            g_syn = [g.float() for g in torch.autograd.grad(syn_loss, params, create_graph=True)]
+            loss = loss + gradient_distance(g_real, g_syn, self.config.distance)
         return loss
 
     def _train_network(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """`inner_loop` epochs over the synthetic set in shuffled batches of `batch_train`."""
         images = self.images.detach()
+        rows = min(self.config.batch_train, len(images))
         for _ in range(self.inner_loop):
             for idx in self.permutation(len(images)).split(self.config.batch_train):
-                with autocast(self.device, self.precision):
-                    net_loss = F.cross_entropy(net(self.dsa(images[idx])), self.labels[idx])
                 optimizer.zero_grad(set_to_none=True)
-                net_loss.backward()
+                compiled.train_step(net, self.dsa(images[idx]), self.labels[idx], precision=self.precision,
+                                    batch_rows=rows)
                 optimizer.step()
 
     def step(self) -> float:

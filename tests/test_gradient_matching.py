@@ -325,3 +325,20 @@ def test_outer_iteration_equals_a_naive_reference(fake):
     torch.testing.assert_close(gm.images.detach(), syn, rtol=1e-5, atol=1e-5)
     assert loss == pytest.approx(sum(losses) / (outer_loop * classes), rel=1e-5)
     assert not torch.equal(syn, start)
+
+
+def test_sets_saved_by_an_earlier_implementation_are_not_reused(fake, tmp_path, tmp_cache):
+    """Sets distilled before a fix that changes the computation (siamese DSA, ...) carry an older
+    `implementation` number and are distilled again rather than reused silently."""
+    from utils.distill import IMPLEMENTATION_VERSION
+
+    kwargs = dict(results_dir=tmp_path, profile="smoke", seed=0, device=CPU, precision="fp32")
+    task, config = DistillTask("CIFAR10", 1, "noise"), GradientMatchingConfig(iterations=1, **FAST)
+    first, _ = distill("gm", fake, task, config, **kwargs)
+    assert first.config["implementation"] == IMPLEMENTATION_VERSION
+    path = synthetic_path(tmp_path, "gm", "CIFAR10", 1, "noise")
+    old = SyntheticSet.load(path)
+    old.config["implementation"] = IMPLEMENTATION_VERSION - 1
+    old.save(path)
+    _, reused = distill("gm", fake, task, config, **kwargs)
+    assert not reused

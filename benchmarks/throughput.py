@@ -36,9 +36,13 @@ def bare_eval(model, x, precision: str, device) -> None:
             model(x[start:start + 1024])
 
 
-def measure(fn) -> float:
+def measure(fn, device: torch.device) -> float:
+    """Wall seconds of `fn`; on a GPU, after the queued kernels have finished (CUDA calls return early)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 
@@ -73,10 +77,10 @@ def time_runner(runner: str, x, y, epochs: int, precision: str, device, memory_f
     model = get_network("ConvNet", 3, 10, 32).to(device, memory_format=memory_format)
     bare_train(model, x[:512], y[:512], 1, precision, device)   # warm-up
     if runner == "bare":
-        return (measure(lambda: bare_train(model, x, y, epochs, precision, device)),
-                measure(lambda: bare_eval(model, x, precision, device)))
-    return (measure(lambda: train(model, x, y, epochs=epochs, precision=precision)),
-            measure(lambda: predict(model, x, precision=precision)))
+        return (measure(lambda: bare_train(model, x, y, epochs, precision, device), device),
+                measure(lambda: bare_eval(model, x, precision, device), device))
+    return (measure(lambda: train(model, x, y, epochs=epochs, precision=precision), device),
+            measure(lambda: predict(model, x, precision=precision), device))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import nbformat
+import pandas as pd
 import pytest
 
 from utils import pipeline
@@ -62,6 +63,9 @@ def test_tables_parse_and_record_metadata(smoke_results):
         assert meta["torch"] and float(meta["wall_seconds_since_start"]) >= 0
         assert (out / "tables" / f"{name}.md").read_text().count("|") > 4
         assert "\\begin{tabular}" in (out / "tables" / f"{name}.tex").read_text()
+    for path in (out / "tables").glob("*.csv"):
+        assert len(pd.read_csv(path)) > 0, f"{path.name} must read with plain pd.read_csv"
+    assert (out / "report.html").stat().st_size > 0 and (out / "report" / "report.tex").is_file()
 
 
 def test_figures_exist_as_png_and_pdf(smoke_results):

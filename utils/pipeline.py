@@ -60,6 +60,9 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
                              f"partial output kept in {tmp}") from None
         os.replace(tmp, executed / nb.name)
     staging.rmdir()
+    from utils.report import build as build_report  # the report of whatever the folder now holds (issue 11)
+
+    print(f"report: {build_report(results_dir)['html']}")
     return results_dir
 
 

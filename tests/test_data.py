@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -97,21 +96,19 @@ def test_mhist_shapes_counts(mhist):
 
 
 @pytest.mark.parametrize("name", ["MNIST", "CIFAR10", "MHIST"])
-def test_second_load_is_fast(name, data_root, request, default_threads):
-    """A load from a warm cache takes under 2 s (stated requirement).
+def test_second_load_reads_only_the_cache(name, data_root, request, monkeypatch):
+    """A warm load neither parses nor re-hashes the source files (its time: benchmarks/data_loading.py)."""
+    import utils.data as data_module
 
-    The machine is shared, so the best of up to three attempts is timed: another job's CPU use can slow
-    one attempt, but not the loader's own cost.
-    """
     first = request.getfixturevalue(name.lower())  # makes sure the cache is warm
-    timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        again = load_dataset(name, data_root)
-        timings.append(time.perf_counter() - start)
-        if timings[-1] < 2.0:
-            break
-    assert min(timings) < 2.0, f"second load of {name} took {min(timings):.2f} s (requirement: < 2 s)"
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a warm load must not read the source files again")
+
+    for reader in ("_mnist_raw", "_cifar10_raw", "_mhist_raw"):
+        monkeypatch.setattr(data_module, reader, forbidden)
+    monkeypatch.setattr(data_module, "open", forbidden, raising=False)   # hashing a source file opens it
+    again = load_dataset(name, data_root)
     assert torch.equal(again.y_train, first.y_train)
     assert torch.equal(again.x_test[:16], first.x_test[:16])
     assert again.mean == first.mean

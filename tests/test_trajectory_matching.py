@@ -288,3 +288,11 @@ def test_zca_is_computed_once_per_dataset(monkeypatch):
     shifted = Dataset("MNIST", data.x_train, data.y_train, data.x_test, data.y_test, data.classes, [0.0], [0.1])
     assert not torch.allclose(zca_whiten(shifted).x_train, first.x_train, atol=1e-2), "normalisation is in the key"
     assert len(calls) == 2
+
+
+def test_expert_buffers_are_keyed_by_device_class():
+    data = fake_dataset("MNIST", 2, (1, 8, 8), 4)
+    config = ExpertConfig(num_experts=1, epochs=1, architecture="ConvNetD1W8")
+    on_cpu = expert_dir(data, config, seed=0, precision="fp32", device=CPU)
+    assert on_cpu != expert_dir(data, config, seed=0, precision="fp32", device=torch.device("cuda"))
+    assert on_cpu == expert_dir(data, config, seed=0, precision="fp32", device="cpu")

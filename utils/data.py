@@ -351,11 +351,12 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, im_size: int 
     arrays = prepared["arrays"]
     mean, std = (torch.tensor(v) for v in NORMALISATION[name]) if name in NORMALISATION else (
         prepared["mean"], prepared["std"])
-    x_train = arrays["x_train"].float().div_(255)
+    scale, shift = (1 / (255 * std)).view(1, -1, 1, 1), (-mean / std).view(1, -1, 1, 1)
 
-    def normalise(x: torch.Tensor) -> torch.Tensor:
-        return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    def normalise(pixels: torch.Tensor) -> torch.Tensor:
+        """(pixels / 255 − mean) / std in two in-place passes over the float copy."""
+        return pixels.float().mul_(scale).add_(shift)
 
-    return Dataset(name=name, x_train=normalise(x_train), y_train=arrays["y_train"],
-                   x_test=normalise(arrays["x_test"].float().div_(255)), y_test=arrays["y_test"],
+    return Dataset(name=name, x_train=normalise(arrays["x_train"]), y_train=arrays["y_train"],
+                   x_test=normalise(arrays["x_test"]), y_test=arrays["y_test"],
                    classes=CLASS_NAMES[name], mean=mean.tolist(), std=std.tolist())

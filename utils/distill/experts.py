@@ -22,6 +22,7 @@ from utility import set_seed, train
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset, stratified_subset
 from utils.distill.base import config_hash, tensor_digest
+from utils.executor import LOCAL, Executor
 from utils.paths import cache_dir, read_cache
 from utils.progress import progress
 from utils.results import atomic_write
@@ -114,7 +115,8 @@ def _zca_transform(x_train: torch.Tensor, source: str, epsilon: float) -> tuple[
     return mean, matrix
 
 
-def expert_key(data: Dataset, config: ExpertConfig, *, seed: int, precision: str) -> dict:
+def expert_key(data: Dataset, config: ExpertConfig, *, seed: int, precision: str,
+               device: torch.device | str = "cpu") -> dict:
     """Everything that determines an expert's trajectory (its number excepted), as a JSON-able dict."""
     return {"dataset": data.name, "im_size": list(data.im_size), "channels": data.channels,
             "num_classes": data.num_classes, "train_digest": tensor_digest(data.x_train, data.y_train),
@@ -122,13 +124,15 @@ def expert_key(data: Dataset, config: ExpertConfig, *, seed: int, precision: str
             "batch_size": config.batch_size, "momentum": 0.0, "weight_decay": 0.0,
             "augmentation": strategy_for(data.name) if config.dsa else "none",
             "zca": config.zca, "zca_epsilon": ZCA_EPSILON if config.zca else None, "seed": seed,
-            "train_images": config.train_images,
-            "precision": precision}
+            "train_images": config.train_images, "precision": precision,
+            "device_class": torch.device(device).type, "zca_space": "pixels"}
 
 
-def expert_dir(data: Dataset, config: ExpertConfig, *, seed: int, precision: str) -> Path:
+def expert_dir(data: Dataset, config: ExpertConfig, *, seed: int, precision: str,
+               device: torch.device | str = "cpu") -> Path:
     """The folder holding the experts of this configuration."""
-    return cache_dir() / "experts" / config_hash(expert_key(data, config, seed=seed, precision=precision))
+    return cache_dir() / "experts" / config_hash(expert_key(data, config, seed=seed, precision=precision,
+                                                            device=device))
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
@@ -156,44 +160,54 @@ def train_expert(data: Dataset, config: ExpertConfig, *, seed: int, device: torc
 
 
 def load_or_train_experts(data: Dataset, config: ExpertConfig, *, seed: int, device: torch.device,
-                          precision: str) -> list[list[torch.Tensor]]:
+                          precision: str, executor: Executor = LOCAL) -> list[list[torch.Tensor]]:
     """`config.num_experts` trajectories (each a list of epochs + 1 flat parameter vectors), cached on disk.
 
     `data` is the normalised dataset; with `config.zca` the experts are trained on `zca_whiten(data)`.
-    Expert k is trained with seed `seed + k`; cached experts with a matching configuration are reused.
+    Expert k is trained with seed `seed + k`; cached experts with a matching configuration are reused, and the
+    missing ones are trained as units of `executor` (the driver writes each to the cache as it arrives).
     """
-    key = expert_key(data, config, seed=seed, precision=precision)
+    key = expert_key(data, config, seed=seed, precision=precision, device=device)
     folder = cache_dir() / "experts" / config_hash(key)
-    train_data = None
-    trajectories = []
-    for k in progress(range(config.num_experts), desc="experts", unit="expert"):
-        path = folder / f"expert_{k}.pt"
-        saved = read_cache(path, lambda p: torch.load(p, weights_only=True))
-        if saved is not None and saved["key"] == key:
-            trajectories.append(list(saved["trajectory"].unbind()))
-            continue
-        if train_data is None:
-            train_data = zca_whiten(data) if config.zca else data
-        trajectory = train_expert(train_data, config, seed=seed + k, device=device, precision=precision)
+    trajectories: dict[int, list[torch.Tensor]] = {}
+
+    def store(k: int, trajectory: list[torch.Tensor]) -> None:
         payload = {"key": key, "trajectory": torch.stack(trajectory)}
-        atomic_write(path, lambda p, s=payload: torch.save(s, p))
-        trajectories.append(trajectory)
-    return trajectories
+        atomic_write(folder / f"expert_{k}.pt", lambda p: torch.save(payload, p))
+        trajectories[k] = trajectory
+
+    with executor.pool(f"experts {data.name}", unit="expert") as pool:
+        for k in range(config.num_experts):
+            saved = read_cache(folder / f"expert_{k}.pt", lambda p: torch.load(p, weights_only=True))
+            if saved is not None and saved["key"] == key:
+                trajectories[k] = list(saved["trajectory"].unbind())
+                continue
+            pool.submit(_expert_unit, data, config, seed=seed + k, device=device, precision=precision,
+                        done=lambda t, k=k: store(k, t))
+    return [trajectories[k] for k in range(config.num_experts)]
 
 
-def buffer_size_mib(data: Dataset, config: ExpertConfig, *, seed: int, precision: str) -> float:
+def _expert_unit(data: Dataset, config: ExpertConfig, *, seed: int, device: torch.device,
+                 precision: str) -> list[torch.Tensor]:
+    """One expert trajectory, whitened first when the configuration asks for ZCA."""
+    return train_expert(zca_whiten(data) if config.zca else data, config, seed=seed, device=device,
+                        precision=precision)
+
+
+def buffer_size_mib(data: Dataset, config: ExpertConfig, *, seed: int, precision: str,
+                    device: torch.device | str = "cpu") -> float:
     """Disk size (MiB) of the cached experts 0 .. num_experts - 1 of this configuration that exist."""
-    folder = expert_dir(data, config, seed=seed, precision=precision)
+    folder = expert_dir(data, config, seed=seed, precision=precision, device=device)
     paths = [folder / f"expert_{k}.pt" for k in range(config.num_experts)]
     return sum(os.path.getsize(p) for p in paths if p.exists()) / 2**20
 
 
-def prepare_experts(data: Dataset, config: ExpertConfig, *, seed: int, device: torch.device,
-                    precision: str) -> dict[str, float | int | str]:
+def prepare_experts(data: Dataset, config: ExpertConfig, *, seed: int, device: torch.device, precision: str,
+                    executor: Executor = LOCAL) -> dict[str, float | int | str]:
     """Train (or reuse) the expert buffer of `config` and report its size and the time it took here."""
     start = time.perf_counter()
-    load_or_train_experts(data, config, seed=seed, device=device, precision=precision)
+    load_or_train_experts(data, config, seed=seed, device=device, precision=precision, executor=executor)
     return {"dataset": data.name, "experts": config.num_experts, "epochs": config.epochs,
             "train images": config.train_images or len(data.x_train), "augmentation": "DSA" if config.dsa else "none",
-            "disk (MiB)": round(buffer_size_mib(data, config, seed=seed, precision=precision), 1),
+            "disk (MiB)": round(buffer_size_mib(data, config, seed=seed, precision=precision, device=device), 1),
             "time this run (s)": round(time.perf_counter() - start, 1)}

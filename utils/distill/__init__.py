@@ -32,20 +32,30 @@ __all__ = ["METHODS", "DistillTask", "DistributionMatchingConfig", "GradientMatc
 def distill(method: str, data: Dataset, task: DistillTask, config, *, results_dir: str | os.PathLike,
             profile: str, seed: int, device: torch.device, precision: str) -> tuple[SyntheticSet, bool]:
     """Distil `task` with `method` or reuse a saved set of the same configuration; returns (set, reused)."""
+    full = distill_key(method, data, task, config, profile=profile, seed=seed, device=device, precision=precision)
+    return distill_or_load(synthetic_path(results_dir, method, task.dataset, task.ipc, task.init),
+                           lambda: build_set(method, data, task, config, full, seed=seed, device=device,
+                                             precision=precision), full)
+
+
+def distill_key(method: str, data: Dataset, task: DistillTask, config, *, profile: str, seed: int,
+                device: torch.device, precision: str) -> dict:
+    """Everything that determines a distilled set (a saved set is reused only when its configuration matches)."""
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if task.dataset != data.name:
         raise ValueError(f"task.dataset={task.dataset!r} does not match the loaded dataset {data.name!r}")
-    full = {"method": method, "implementation": IMPLEMENTATION_VERSION, "dataset": task.dataset, "ipc": task.ipc,
+    return {"method": method, "implementation": IMPLEMENTATION_VERSION, "dataset": task.dataset, "ipc": task.ipc,
             "init": task.init, "im_size": list(data.im_size), "method_config": method_config(config),
             "profile": profile, "seed": seed, "precision": precision, "device_class": torch.device(device).type,
             "data": data_digest(data)}
 
-    def build() -> SyntheticSet:
-        set_seed(seed)
-        distiller = METHODS[method](data, task, config, seed=seed, device=device, precision=precision)
-        return run_distillation(distiller, iterations=config.iterations, config=full, data=data,
-                                checkpoint_every=config.checkpoint_every, device=device,
-                                desc=f"{method} {task.dataset} ipc{task.ipc} {task.init}")
 
-    return distill_or_load(synthetic_path(results_dir, method, task.dataset, task.ipc, task.init), build, full)
+def build_set(method: str, data: Dataset, task: DistillTask, config, full: dict, *, seed: int,
+              device: torch.device, precision: str) -> SyntheticSet:
+    """Distil `task` (configuration `full`, from `distill_key`) from scratch or from its checkpoint."""
+    set_seed(seed)
+    distiller = METHODS[method](data, task, config, seed=seed, device=device, precision=precision)
+    return run_distillation(distiller, iterations=config.iterations, config=full, data=data,
+                            checkpoint_every=config.checkpoint_every, device=device,
+                            desc=f"{method} {task.dataset} ipc{task.ipc} {task.init}")

@@ -247,13 +247,20 @@ def distill_or_load(path: str | os.PathLike, build: Callable[[], SyntheticSet],
     that cannot be read is named in a warning, moved aside to `<name>.corrupt` and rebuilt).
 
     Returns the set and whether it was reused."""
-    path = Path(path)
-    saved = read_cache(path, SyntheticSet.load)
-    if saved is not None and {k: saved.config.get(k) for k in config} == json.loads(json.dumps(config, default=str)):
+    saved = load_matching(path, config)
+    if saved is not None:
         return saved, True
     result = build()
     result.save(path)
     return result, False
+
+
+def load_matching(path: str | os.PathLike, config: dict) -> SyntheticSet | None:
+    """The set saved at `path` if its configuration equals `config` (None if missing, unreadable or different)."""
+    saved = read_cache(Path(path), SyntheticSet.load)
+    if saved is not None and {k: saved.config.get(k) for k in config} == json.loads(json.dumps(config, default=str)):
+        return saved
+    return None
 
 
 def method_config(config) -> dict:

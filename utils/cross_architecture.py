@@ -7,10 +7,12 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from utility import SyntheticEvaluation
 from utils.data import Dataset, stratified_subset
 from utils.distill import METHOD_LABELS
+from utils.executor import derive
 from utils.notebook import NotebookRun
-from utils.study import evaluate_cached, evaluation_data
+from utils.study import evaluation_data, submit_evaluation
 from utils.synthetic import SyntheticSet, find_synthetic, parse_synthetic_name, random_real_subset
 
 
@@ -40,6 +42,7 @@ def transfer_sets(run: NotebookRun) -> list[TrainingSet]:
         data = run.load(name)
         if settings.test_images is not None and settings.test_images < len(data.x_test):
             data.x_test, data.y_test = stratified_subset(data.x_test, data.y_test, settings.test_images, run.seed)
+            derive(data, data, "test", settings.test_images, run.seed)
         datasets[name] = data
     sets = [TrainingSet(f"random real, {name}, ipc {ipc}", datasets[name],
                         *random_real_subset(datasets[name], ipc, torch.Generator().manual_seed(run.seed)))
@@ -56,13 +59,17 @@ def transfer_table(run: NotebookRun) -> pd.DataFrame:
     """Accuracy (mean ± std, %) of each architecture trained on each selected set."""
     settings = run.profile.cross_arch
     sets = transfer_sets(run)
-    rows = []
-    for s in sets:
-        row = {"training set": s.label}
-        for arch in settings.architectures:
-            result = evaluate_cached(run, s.x, s.y, s.data, dsa=False, architecture=arch, lr=s.lr,
-                                     epochs=settings.epochs, n_models=settings.n_models)
-            row[arch] = result.summary()
-            print(f"{s.label} -> {arch}: {row[arch]}")
-        rows.append(row)
-    return pd.DataFrame(rows)
+    found: dict[tuple[int, str], str] = {}
+
+    def record(k: int, arch: str, result: SyntheticEvaluation) -> None:
+        found[k, arch] = result.summary()
+        print(f"{sets[k].label} -> {arch}: {found[k, arch]}")
+
+    with run.executor.pool("cross-architecture grid", unit="evaluation") as pool:
+        for k, s in enumerate(sets):
+            for arch in settings.architectures:
+                submit_evaluation(pool, run, s.x, s.y, s.data, dsa=False, architecture=arch, lr=s.lr,
+                                  epochs=settings.epochs, n_models=settings.n_models,
+                                  done=lambda result, k=k, arch=arch: record(k, arch, result))
+    return pd.DataFrame([{"training set": s.label, **{arch: found[k, arch] for arch in settings.architectures}}
+                         for k, s in enumerate(sets)])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -32,14 +33,33 @@ class FullTrainingConfig:
     precision: str = "fp32"
 
 
-def train_full(data: Dataset, config: FullTrainingConfig, device: torch.device, progress: bool = True) -> dict:
-    """Train and test one network; returns metrics, per-epoch history, MACs and times (cached by config)."""
+def full_training_path(data: Dataset, config: FullTrainingConfig, device: torch.device) -> tuple[Path, dict]:
+    """The cache file of one full-data training run and the key it must hold."""
     key = {**asdict(config), "im_size": list(data.im_size), "test_images": len(data.x_test),
            "data": data_digest(data), "device_class": torch.device(device).type}
-    path = cache_dir() / "full_training" / f"{config_hash(key)}.json"
+    return cache_dir() / "full_training" / f"{config_hash(key)}.json", key
+
+
+def read_full_training(path: Path, key: dict) -> dict | None:
+    """The cached result at `path` if it was made with `key`."""
     cached = read_cache(path, lambda p: json.loads(p.read_text()))
-    if cached is not None and cached.get("config") == key:
+    return cached if cached is not None and cached.get("config") == key else None
+
+
+def train_full(data: Dataset, config: FullTrainingConfig, device: torch.device, progress: bool = True) -> dict:
+    """Train and test one network; returns metrics, per-epoch history, MACs and times (cached by config)."""
+    path, key = full_training_path(data, config, device)
+    cached = read_full_training(path, key)
+    if cached is not None:
         return cached
+    result = train_full_uncached(data, config, device, key, progress)
+    atomic_write(path, lambda p: p.write_text(json.dumps(result)))
+    return result
+
+
+def train_full_uncached(data: Dataset, config: FullTrainingConfig, device: torch.device, key: dict,
+                        progress: bool = True) -> dict:
+    """One full-data training run (a unit of an executor); its result records `key`."""
     set_seed(config.seed)
     x, y = data.x_train, data.y_train
     if config.train_images is not None and config.train_images < len(x):
@@ -50,10 +70,8 @@ def train_full(data: Dataset, config: FullTrainingConfig, device: torch.device, 
                     progress=f"{config.architecture} on {config.dataset}" if progress else False)
     with Timer() as test_timer:
         metrics = evaluate(model, data.x_test, data.y_test, precision=config.precision)
-    result = {"config": key, "metrics": metrics, "train_loss": history.train_loss,
-              "test_accuracy": history.test_accuracy, "train_seconds": history.train_seconds,
-              "test_seconds": test_timer.seconds, "train_images": len(x), "test_images": len(data.x_test),
-              "macs_per_image": count_macs(model, (data.channels, *data.im_size)),
-              "parameters": count_parameters(model), "device": str(device)}
-    atomic_write(path, lambda p: p.write_text(json.dumps(result)))
-    return result
+    return {"config": key, "metrics": metrics, "train_loss": history.train_loss,
+            "test_accuracy": history.test_accuracy, "train_seconds": history.train_seconds,
+            "test_seconds": test_timer.seconds, "train_images": len(x), "test_images": len(data.x_test),
+            "macs_per_image": count_macs(model, (data.channels, *data.im_size)),
+            "parameters": count_parameters(model), "device": str(device)}

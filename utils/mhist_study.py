@@ -14,7 +14,7 @@ from utils.distill import METHODS
 from utils.full_training import FullTrainingConfig, train_full
 from utils.metrics import classification_metrics
 from utils.notebook import NotebookRun
-from utils.study import SetResult, distill_and_evaluate, floor_result
+from utils.study import SetResult, SetUnit, study_sets
 
 METRICS = ("accuracy", "balanced_accuracy", "auc")
 
@@ -40,15 +40,14 @@ def distilled_sets(run: NotebookRun, data: Dataset, prefix: str) -> tuple[list[S
     s = run.profile.mhist
     evaluation = {"variants": ("dsa",), "architecture": s.architecture, "epochs": s.eval_epochs,
                   "n_models": s.n_models}
-    results, synthetic = [], {}
+    units = []
     for ipc in s.ipcs:
-        results.append(floor_result(run, data, ipc, **evaluation))
-        for method in METHODS:
-            for init in s.inits:
-                result, synthetic[(method, ipc, init)] = distill_and_evaluate(
-                    run, method, s.method_config(method, ipc), data, ipc, init, prefix, **evaluation)
-                results.append(result)
-    return results, synthetic
+        units.append(SetUnit(data, ipc))
+        units += [SetUnit(data, ipc, method, init, s.method_config(method, ipc))
+                  for method in METHODS for init in s.inits]
+    done = study_sets(run, units, prefix, "MHIST study", **evaluation)
+    synthetic = {(u.method, u.ipc, u.init): synthetic for u, (_, synthetic) in zip(units, done) if u.method}
+    return [result for result, _ in done], synthetic
 
 
 def results_table(results: list[SetResult], full: dict, floor: dict[str, float]) -> pd.DataFrame:

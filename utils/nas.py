@@ -3,12 +3,17 @@ distilled set and compare with the ranking after training on real data."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 
-from utils.full_training import FullTrainingConfig, train_full
+from utility import SyntheticEvaluation
+from utils.full_training import FullTrainingConfig, full_training_path, read_full_training, train_full_uncached
 from utils.metrics import rank_correlations
 from utils.notebook import NotebookRun
-from utils.study import evaluate_cached
+from utils.results import atomic_write
+from utils.study import submit_evaluation
 from utils.synthetic import SyntheticSet, synthetic_path
 
 
@@ -25,24 +30,40 @@ def search(run: NotebookRun) -> tuple[pd.DataFrame, dict[str, float | bool | str
         raise FileNotFoundError(f"{path} was distilled with the {synthetic.config.get('profile')!r} profile, not "
                                 f"{run.profile.name!r}: run 02_gradient_matching with this profile and results_dir "
                                 "first (04 searches on its distilled set).")
+    candidates = [f"ConvNetD{depth}W{width}" for depth in settings.depths for width in settings.widths]
+    full: dict[str, dict] = {}
+    distilled: dict[str, SyntheticEvaluation] = {}
+
+    def trained(arch: str, path: Path, result: dict) -> None:
+        atomic_write(path, lambda p: p.write_text(json.dumps(result)))
+        full[arch] = result
+
+    with run.executor.pool("NAS candidates", unit="unit") as pool:
+        for arch in candidates:
+            config = FullTrainingConfig(dataset=settings.dataset, architecture=arch, epochs=settings.full_epochs,
+                                        train_images=settings.full_train_images, seed=run.seed,
+                                        precision=run.precision)
+            path, key = full_training_path(data, config, run.device)
+            cached = read_full_training(path, key)
+            if cached is not None:
+                full[arch] = cached
+            else:
+                pool.submit(train_full_uncached, data, config, run.device, key,
+                            done=lambda r, arch=arch, path=path: trained(arch, path, r))
+            submit_evaluation(pool, run, synthetic.images, synthetic.labels, data, dsa=False, architecture=arch,
+                              lr=synthetic.lr, epochs=settings.distilled_epochs, n_models=settings.n_models,
+                              done=lambda r, arch=arch: distilled.__setitem__(arch, r))
     rows = []
-    for depth in settings.depths:
-        for width in settings.widths:
-            arch = f"ConvNetD{depth}W{width}"
-            full = train_full(data, FullTrainingConfig(
-                dataset=settings.dataset, architecture=arch, epochs=settings.full_epochs,
-                train_images=settings.full_train_images, seed=run.seed, precision=run.precision), run.device)
-            distilled = evaluate_cached(run, synthetic.images, synthetic.labels, data, dsa=False, architecture=arch,
-                                        lr=synthetic.lr, epochs=settings.distilled_epochs,
-                                        n_models=settings.n_models)
-            rows.append({"candidate": arch, "depth": depth, "width": width,
-                         "full-data accuracy (%)": round(100 * full["metrics"]["accuracy"], 2),
-                         "distilled accuracy (%)": round(100 * distilled.mean(), 2),
-                         "distilled std (%)": round(100 * distilled.std(), 2),
-                         "full-data time (s)": round(full["train_seconds"], 1),
-                         "distilled time (s)": round(sum(distilled.train_seconds), 1)})
-            print(f"{arch}: full data {rows[-1]['full-data accuracy (%)']}%, "
-                  f"distilled {rows[-1]['distilled accuracy (%)']}%")
+    for arch in candidates:
+        depth, width = (int(v) for v in arch.removeprefix("ConvNetD").split("W"))
+        rows.append({"candidate": arch, "depth": depth, "width": width,
+                     "full-data accuracy (%)": round(100 * full[arch]["metrics"]["accuracy"], 2),
+                     "distilled accuracy (%)": round(100 * distilled[arch].mean(), 2),
+                     "distilled std (%)": round(100 * distilled[arch].std(), 2),
+                     "full-data time (s)": round(full[arch]["train_seconds"], 1),
+                     "distilled time (s)": round(sum(distilled[arch].train_seconds), 1)})
+        print(f"{arch}: full data {rows[-1]['full-data accuracy (%)']}%, "
+              f"distilled {rows[-1]['distilled accuracy (%)']}%")
     table = pd.DataFrame(rows)
     best_full = table.loc[table["full-data accuracy (%)"].idxmax(), "candidate"]
     best_distilled = table.loc[table["distilled accuracy (%)"].idxmax(), "candidate"]

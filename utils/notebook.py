@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -17,6 +17,7 @@ from utility import (
     set_seed,
 )
 from utils.data import Dataset, load_dataset, stratified_subset
+from utils.executor import LOCAL, DataRecipe, Executor, get_executor, set_recipe
 from utils.paths import results_dir as resolve_results_dir
 from utils.profiles import Profile, get_profile
 from utils.results import ResultWriter
@@ -31,15 +32,22 @@ class NotebookRun:
     precision: str
     seed: int
     data_root: str | None
-    writer: ResultWriter
+    writer: ResultWriter | None
+    executor: Executor = LOCAL
 
     def load(self, name: str, im_size: int | None = None) -> Dataset:
         """Load a dataset; the profile may cap the test set size (smoke)."""
         data = load_dataset(name, self.data_root, im_size)
+        recipe = DataRecipe(name, None if self.data_root is None else str(self.data_root), im_size)
         limit = self.profile.evaluation.test_images
         if limit is not None and limit < len(data.x_test):
             data.x_test, data.y_test = stratified_subset(data.x_test, data.y_test, limit, self.seed)
-        return data
+            recipe = recipe.then("test", limit, self.seed)
+        return set_recipe(data, recipe)
+
+    def portable(self) -> NotebookRun:
+        """What a unit on another process needs of this run: no result writer, the local executor."""
+        return replace(self, writer=None, executor=LOCAL)
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, architecture: str = "ConvNet",
                  augment: Augment | None = None, epochs: int | None = None, n_models: int | None = None,
@@ -55,8 +63,9 @@ class NotebookRun:
 
 
 def start(notebook: str, profile: str, data_root: str | None, results_dir: str | None, seed: int,
-          device: str) -> NotebookRun:
-    """Resolve a notebook's parameters; a smoke run never writes to the committed `results/`."""
+          device: str, executor: str | None = None) -> NotebookRun:
+    """Resolve a notebook's parameters; a smoke run never writes to the committed `results/`. `executor`: where
+    independent units run ('local' or 'ray'; None: env `DD_EXECUTOR`, else 'local'; see `utils.executor`)."""
     settings = get_profile(profile)
     torch_device = get_device(device)
     set_seed(seed)
@@ -65,5 +74,7 @@ def start(notebook: str, profile: str, data_root: str | None, results_dir: str |
     configure_reproducibility(torch_device, precision)
     writer = ResultWriter(out, notebook=notebook, profile=profile, seed=seed, device=str(torch_device),
                           details={"precision": precision, "hardware": hardware_name(torch_device)})
-    print(f"{notebook}: profile={profile} device={torch_device} precision={precision} seed={seed} results={out}")
-    return NotebookRun(settings, torch_device, precision, seed, data_root, writer)
+    runner = get_executor(executor, torch_device)
+    print(f"{notebook}: profile={profile} device={torch_device} precision={precision} seed={seed} results={out} "
+          f"executor={runner.name}")
+    return NotebookRun(settings, torch_device, precision, seed, data_root, writer, runner)

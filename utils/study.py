@@ -4,7 +4,10 @@ it (with and/or without DSA) against the random-real floor of the same size, and
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -12,13 +15,14 @@ import torch
 from utility import SyntheticEvaluation
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset
-from utils.distill import METHOD_LABELS, DistillTask, distill
-from utils.distill.base import config_hash, tensor_digest
+from utils.distill import METHOD_LABELS, DistillTask, build_set, distill_key
+from utils.distill.base import config_hash, load_matching, tensor_digest
 from utils.distill.experts import zca_whiten
+from utils.executor import Pool, derive
 from utils.notebook import NotebookRun
 from utils.paths import cache_dir, read_cache, write_cache
 from utils.plots import loss_curves, synthetic_before_after
-from utils.synthetic import SyntheticSet, initial_images, random_real_subset
+from utils.synthetic import SyntheticSet, initial_images, random_real_subset, synthetic_path
 
 FLOOR = "random real"
 VARIANTS = {"plain": False, "dsa": True}   # evaluation variant -> train with DSA augmentation
@@ -54,22 +58,53 @@ class SetResult:
         return row
 
 
-def evaluate_cached(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
-                    architecture: str = "ConvNet", lr: float | None = None, epochs: int | None = None,
-                    n_models: int | None = None) -> SyntheticEvaluation:
-    """`run.evaluate`, cached by the training set's content and every evaluation setting."""
+def _evaluation_path(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
+                     architecture: str, lr: float | None, epochs: int | None, n_models: int | None) -> Path:
+    """The cache file of one evaluation, keyed by the training set's content and every evaluation setting."""
     key = {"images": tensor_digest(x, y), "dataset": data.name, "im_size": list(data.im_size),
            "test": tensor_digest(data.x_test[:64], data.y_test), "dsa": dsa, "architecture": architecture, "lr": lr,
            "epochs": epochs, "n_models": n_models, "seed": run.seed, "precision": run.precision,
            "evaluation": asdict(run.profile.evaluation), "profile": run.profile.name,
            "device_class": run.device.type}
-    path = cache_dir() / "evaluations" / f"{config_hash(key)}.json"
+    return cache_dir() / "evaluations" / f"{config_hash(key)}.json"
+
+
+def _evaluate(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
+              **kwargs) -> SyntheticEvaluation:
+    """One evaluation (a unit: its networks share one DSA stream, so they run together)."""
+    augment = DSA(strategy_for(data.name), seed=run.seed) if dsa else None
+    return run.evaluate(x, y, data, augment=augment, **kwargs)
+
+
+def submit_evaluation(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
+                      done: Callable[[SyntheticEvaluation], None], architecture: str = "ConvNet",
+                      lr: float | None = None, epochs: int | None = None, n_models: int | None = None) -> None:
+    """`evaluate_cached` as a unit of `pool`: `done(result)` at once when cached, else when the unit finishes
+    (after the driver has written it to the cache)."""
+    settings = {"architecture": architecture, "lr": lr, "epochs": epochs, "n_models": n_models}
+    path = _evaluation_path(run, x, y, data, dsa=dsa, **settings)
+    saved = read_cache(path, lambda p: _evaluation_from_json(p.read_text()))
+    if saved is not None:
+        done(saved)
+        return
+
+    def finish(result: SyntheticEvaluation) -> None:
+        write_cache(path, lambda p: p.write_text(json.dumps(asdict(result))))
+        done(result)
+
+    pool.submit(_evaluate, run, x, y, data, dsa=dsa, done=finish, **settings)
+
+
+def evaluate_cached(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
+                    architecture: str = "ConvNet", lr: float | None = None, epochs: int | None = None,
+                    n_models: int | None = None) -> SyntheticEvaluation:
+    """`run.evaluate`, cached by the training set's content and every evaluation setting."""
+    settings = {"architecture": architecture, "lr": lr, "epochs": epochs, "n_models": n_models}
+    path = _evaluation_path(run, x, y, data, dsa=dsa, **settings)
     saved = read_cache(path, lambda p: _evaluation_from_json(p.read_text()))
     if saved is not None:
         return saved
-    augment = DSA(strategy_for(data.name), seed=run.seed) if dsa else None
-    result = run.evaluate(x, y, data, architecture=architecture, augment=augment, lr=lr, epochs=epochs,
-                          n_models=n_models)
+    result = _evaluate(run, x, y, data, dsa=dsa, **settings)
     write_cache(path, lambda p: p.write_text(json.dumps(asdict(result))))
     return result
 
@@ -79,38 +114,79 @@ def _evaluation_from_json(text: str) -> SyntheticEvaluation:
     return SyntheticEvaluation(saved["architecture"], saved["runs"], saved["train_seconds"])
 
 
-def evaluate_variants(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, lr: float | None = None,
-                      variants: tuple[str, ...] = ("plain", "dsa"), **kwargs) -> dict[str, SyntheticEvaluation]:
-    """Evaluate one training set under each variant ('plain', 'dsa')."""
-    return {v: evaluate_cached(run, x, y, data, dsa=VARIANTS[v], lr=lr, **kwargs) for v in variants}
+def submit_variants(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset,
+                    done: Callable[[dict[str, SyntheticEvaluation]], None], lr: float | None = None,
+                    variants: tuple[str, ...] = ("plain", "dsa"), **kwargs) -> None:
+    """Evaluate one training set under each variant ('plain', 'dsa') as units of `pool`; `done` gets them all."""
+    found: dict[str, SyntheticEvaluation] = {}
+
+    def collect(variant: str, result: SyntheticEvaluation) -> None:
+        found[variant] = result
+        if len(found) == len(variants):
+            done({v: found[v] for v in variants})
+
+    for v in variants:
+        submit_evaluation(pool, run, x, y, data, dsa=VARIANTS[v], lr=lr, done=lambda r, v=v: collect(v, r), **kwargs)
 
 
 def evaluation_data(synthetic: SyntheticSet, data: Dataset) -> Dataset:
     """The dataset a set must be evaluated against: ZCA-whitened when the set was distilled in that space."""
-    return zca_whiten(data) if synthetic.config.get("method_config", {}).get("zca") else data
+    if not synthetic.config.get("method_config", {}).get("zca"):
+        return data
+    return derive(zca_whiten(data), data, "zca")
 
 
-def floor_result(run: NotebookRun, data: Dataset, ipc: int, **kwargs) -> SetResult:
-    """The random-real subset of `ipc` images per class, evaluated like a distilled set."""
-    x, y = random_real_subset(data, ipc, torch.Generator().manual_seed(run.seed))
-    return SetResult(FLOOR, data.name, ipc, "-", evaluate_variants(run, x, y, data, **kwargs))
+@dataclass(frozen=True)
+class SetUnit:
+    """One set of a study: the random-real floor (`method` None) or a distillation with `config`."""
+
+    data: Dataset
+    ipc: int
+    method: str | None = None
+    init: str = "-"
+    config: Any = None
 
 
-def distill_and_evaluate(run: NotebookRun, method: str, config, data: Dataset, ipc: int, init: str, prefix: str,
-                         **kwargs) -> tuple[SetResult, SyntheticSet]:
-    """Distil (or reuse) one set, save its before/after figure, and evaluate it like the floor."""
-    synthetic, reused = distill(method, data, DistillTask(data.name, ipc, init), config, results_dir=run.writer.root,
-                                profile=run.profile.name, seed=run.seed, device=run.device, precision=run.precision)
-    print(f"{method} {data.name} ipc{ipc} {init}: {'reused the saved set' if reused else 'distilled'}")
-    before, _ = initial_images(data, ipc, init, torch.Generator().manual_seed(run.seed))
-    fig = synthetic_before_after(before, synthetic.images, data,
-                                 f"{METHOD_LABELS[method]}: {data.name}, ipc {ipc}, {init} init")
-    run.writer.figure(fig, f"{prefix}_{data.name}_ipc{ipc}_{init}_images")
-    cfg = synthetic.config
-    evaluations = evaluate_variants(run, synthetic.images, synthetic.labels, evaluation_data(synthetic, data),
-                                    lr=synthetic.lr, **kwargs)
-    return SetResult(METHOD_LABELS[method], data.name, ipc, init, evaluations, cfg["iterations_done"],
-                     cfg["wall_seconds"], cfg["peak_memory_mib"], cfg), synthetic
+def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
+               **evaluation) -> list[tuple[SetResult, SyntheticSet | None]]:
+    """Distil (or reuse) every set and evaluate it like its floor, all as units of `run.executor` under one
+    progress bar; a set is saved and its before/after figure drawn on the driver as soon as it is distilled.
+    Returns (result, synthetic set or None for a floor) in the order of `units`."""
+    out: list = [None] * len(units)
+    with run.executor.pool(desc, unit="unit") as pool:
+        for i, u in enumerate(units):
+            if u.method is None:
+                x, y = random_real_subset(u.data, u.ipc, torch.Generator().manual_seed(run.seed))
+                submit_variants(pool, run, x, y, u.data, done=lambda evs, i=i, u=u: out.__setitem__(
+                    i, (SetResult(FLOOR, u.data.name, u.ipc, "-", evs), None)), **evaluation)
+                continue
+            task = DistillTask(u.data.name, u.ipc, u.init)
+            key = distill_key(u.method, u.data, task, u.config, profile=run.profile.name, seed=run.seed,
+                              device=run.device, precision=run.precision)
+            path = synthetic_path(run.writer.root, u.method, u.data.name, u.ipc, u.init)
+
+            def distilled(synthetic: SyntheticSet, reused: bool, i: int = i, u: SetUnit = u, path: Path = path):
+                if not reused:
+                    synthetic.save(path)
+                print(f"{u.method} {u.data.name} ipc{u.ipc} {u.init}: "
+                      f"{'reused the saved set' if reused else 'distilled'}")
+                before, _ = initial_images(u.data, u.ipc, u.init, torch.Generator().manual_seed(run.seed))
+                fig = synthetic_before_after(before, synthetic.images, u.data,
+                                             f"{METHOD_LABELS[u.method]}: {u.data.name}, ipc {u.ipc}, {u.init} init")
+                run.writer.figure(fig, f"{prefix}_{u.data.name}_ipc{u.ipc}_{u.init}_images")
+                cfg = synthetic.config
+                submit_variants(pool, run, synthetic.images, synthetic.labels, evaluation_data(synthetic, u.data),
+                                lr=synthetic.lr, done=lambda evs: out.__setitem__(i, (SetResult(
+                                    METHOD_LABELS[u.method], u.data.name, u.ipc, u.init, evs, cfg["iterations_done"],
+                                    cfg["wall_seconds"], cfg["peak_memory_mib"], cfg), synthetic)), **evaluation)
+
+            saved = load_matching(path, key)
+            if saved is not None:
+                distilled(saved, True)
+            else:
+                pool.submit(build_set, u.method, u.data, task, u.config, key, seed=run.seed, device=run.device,
+                            precision=run.precision, done=lambda s, f=distilled: f(s, False))
+    return out
 
 
 def distillation_study(run: NotebookRun, method: str, prefix: str,
@@ -118,18 +194,18 @@ def distillation_study(run: NotebookRun, method: str, prefix: str,
     """Distil and evaluate every (dataset, ipc, init) of the profile's study under each evaluation variant;
     save the table and figures."""
     study = run.profile.study
-    results: list[SetResult] = []
+    units = []
     for name in study.datasets:
         data = run.load(name)
-        losses = {}
         for ipc in study.ipcs:
-            results.append(floor_result(run, data, ipc, variants=variants))
-            for init in study.inits:
-                result, synthetic = distill_and_evaluate(run, method, run.profile.method_config(method, ipc), data,
-                                                         ipc, init, prefix, variants=variants)
-                results.append(result)
-                losses[f"ipc{ipc} {init}"] = synthetic.config["losses"]
-        fig = loss_curves(losses)
+            units.append(SetUnit(data, ipc))
+            units += [SetUnit(data, ipc, method, init, run.profile.method_config(method, ipc))
+                      for init in study.inits]
+    done = study_sets(run, units, prefix, f"{method} study", variants=variants)
+    results = [result for result, _ in done]
+    for name in study.datasets:
+        fig = loss_curves({f"ipc{u.ipc} {u.init}": synthetic.config["losses"]
+                           for u, (_, synthetic) in zip(units, done) if synthetic is not None and u.data.name == name})
         fig.axes[0].set_title(f"{METHOD_LABELS[method]} on {name}")
         run.writer.figure(fig, f"{prefix}_{name}_loss")
     table = pd.DataFrame([r.row() for r in results])

@@ -6,11 +6,13 @@ import argparse
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
 from tqdm.auto import tqdm
 
+from utils.executor import EXECUTORS
 from utils.paths import NOTEBOOKS_DIR, PROJECT_ROOT, RESULTS_DIR
 from utils.paths import data_root as resolve_data_root
 from utils.profiles import PROFILES
@@ -29,14 +31,16 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathLike | None = None,
-        data_root: str | os.PathLike | None = None, seed: int = 0, device: str = "auto") -> Path:
+        data_root: str | os.PathLike | None = None, seed: int = 0, device: str = "auto",
+        executor: str | None = None) -> Path:
     """Execute the notebooks; executed copies go to `<results>/notebooks/` only once a notebook has finished.
+
+    `executor` ('local' or 'ray'; None: env `DD_EXECUTOR`, else 'local') is where the notebooks' independent units
+    run; with 'ray' and no `DD_RAY_ADDRESS`, one local Ray instance serves every notebook of the run.
 
     Relative `results_dir` and `data_root` (argument or env `DD_DATA_ROOT`) are taken relative to the caller's
     working directory. A notebook runs into `<results>/.running-*/` (the same filesystem, so the final rename
     cannot cross devices; a failed one stays there). Returns the results folder."""
-    import papermill as pm
-
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
     selected = notebooks(only)
@@ -49,8 +53,37 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
     executed.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".running-", dir=results_dir))
     parameters = {"profile": profile, "data_root": str(resolve_data_root(data_root).resolve()),
-                  "results_dir": str(results_dir), "seed": seed, "device": device}
-    for nb in tqdm(selected, desc=f"notebooks ({profile})", unit="nb"):
+                  "results_dir": str(results_dir), "seed": seed, "device": device, "executor": executor}
+    with ray_cluster(executor):
+        _execute(selected, staging, executed, parameters)
+    staging.rmdir()
+    from utils.report import build as build_report  # the report of whatever the folder now holds (issue 11)
+
+    print(f"report: {build_report(results_dir)['html']}")
+    return results_dir
+
+
+@contextmanager
+def ray_cluster(executor: str | None):
+    """For the Ray executor without `DD_RAY_ADDRESS`: a local Ray instance that the notebooks' kernels join."""
+    if (executor or os.environ.get("DD_EXECUTOR")) != "ray" or os.environ.get("DD_RAY_ADDRESS"):
+        yield
+        return
+    import ray
+
+    ray.init(include_dashboard=False, logging_level="warning")
+    os.environ["DD_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    try:
+        yield
+    finally:
+        del os.environ["DD_RAY_ADDRESS"]
+        ray.shutdown()
+
+
+def _execute(selected: list[Path], staging: Path, executed: Path, parameters: dict) -> None:
+    import papermill as pm
+
+    for nb in tqdm(selected, desc=f"notebooks ({parameters['profile']})", unit="nb"):
         tmp = staging / nb.name
         try:
             pm.execute_notebook(nb, tmp, parameters=parameters, cwd=str(PROJECT_ROOT), progress_bar=False,
@@ -59,11 +92,6 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
             raise SystemExit(f"FAILED: {nb.name}, {failed_cell(nb, err.source)}: {err.ename}: {err.evalue}\n"
                              f"partial output kept in {tmp}") from None
         os.replace(tmp, executed / nb.name)
-    staging.rmdir()
-    from utils.report import build as build_report  # the report of whatever the folder now holds (issue 11)
-
-    print(f"report: {build_report(results_dir)['html']}")
-    return results_dir
 
 
 def failed_cell(notebook: Path, source: str) -> str:
@@ -84,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="default: env DD_DATA_ROOT, else ./data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--executor", default=None, choices=EXECUTORS,
+                        help="where independent units run (default: env DD_EXECUTOR, else local); ray: on the "
+                             "cluster at DD_RAY_ADDRESS, else on a local Ray instance")
     parser.add_argument("--dry-run", action="store_true",
                         help="check every unit of the profile instead of running it (utils.dry_run); with "
                              "--measure, time one step of each at full shapes and project the total")
@@ -96,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                             + (["--measure"] if args.measure else []) + (["--only", args.only] if args.only else []))
     only = args.only.split(",") if args.only else None
     try:
-        out = run(args.profile, only, args.results_dir, args.data_root, args.seed, args.device)
+        out = run(args.profile, only, args.results_dir, args.data_root, args.seed, args.device, args.executor)
     except ValueError as err:
         parser.error(str(err))
     print(f"results in {out}")

@@ -1,7 +1,10 @@
 # Two entry points: `make results` re-executes the notebooks (PROFILE=smoke|cpu|paper, default cpu) and ends by
 # building the report, `make test` runs the linter and the test suite. Both create .venv from requirements.txt first.
 # `make report` (re)builds RESULTS/report.html and RESULTS/report/report.tex from a results folder (default results/).
+# EXECUTOR=ray (default: env DD_EXECUTOR, else local) runs the notebooks' independent units on Ray
+# (requirements-ray.txt; `make test` installs it for the tests).
 PROFILE ?= cpu
+EXECUTOR ?=
 ONLY ?=
 RESULTS ?= results
 PYTHON ?= python3
@@ -16,8 +19,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-results: $(VENV)/.installed
-	$(PY) -m utils.pipeline --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+$(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.txt
+	$(PY) -m pip install --quiet -r requirements-ray.txt
+	touch $@
+
+results: $(VENV)/.installed $(if $(filter ray,$(or $(EXECUTOR),$(DD_EXECUTOR))),$(VENV)/.installed-ray)
+	$(PY) -m utils.pipeline --profile $(PROFILE) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(ONLY),--only $(ONLY))
 
 report: $(VENV)/.installed
 	$(PY) -m utils.report --results-dir $(RESULTS)
@@ -25,7 +32,7 @@ report: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-test: lint
+test: lint $(VENV)/.installed-ray
 	$(PY) -m pytest -q
 
 clean-cache:

@@ -159,7 +159,7 @@ PAPER = Profile(name="paper", mtt=PAPER_MTT, mhist=MhistSettings(mtt=PAPER_MHIST
 
 # cpu MTT runs without ZCA, so it takes the authors' no-ZCA image lr (1000, as their CIFAR-10 ipc-50 and Tiny
 # ImageNet commands): at the ZCA-tuned 100 the CIFAR-10 ipc-10 images moved only 3.9 % (rms, relative) in the
-# profile's 30 iterations (measured here; DM's move about 26 %).
+# profile's 30 iterations (measured on this project's 2-core VM, real init).
 CPU = Profile(
     name="cpu",
     evaluation=EvaluationSettings(n_models=3, epochs=40, dsa_epochs=40),

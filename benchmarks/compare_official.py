@@ -359,7 +359,10 @@ def main() -> None:
     parser.add_argument("--eval-epochs", type=int, default=None, help="epochs timed per evaluation model")
     parser.add_argument("--epoch-images", type=int, default=None, help="training images timed per epoch")
     parser.add_argument("--test-images", type=int, default=256, help="test images of each evaluation")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of both sides (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     default = "dm,gm-quick,mtt,eval,epoch" if args.quick else "dm,gm-quick,gm,mtt,eval,epoch"
     names = (args.cases or default).split(",")
     if "mtt" in names and not args.official_mtt:

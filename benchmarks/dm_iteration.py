@@ -1,8 +1,8 @@
-"""Time one distribution-matching iteration on CIFAR-10: the batched step against a per-class loop.
+"""Time one distribution-matching iteration on CIFAR-10: the project's step against an eager per-class loop.
 
-Both do the same mathematics with the same random draws (checked before timing): the batched step embeds the
-real batches of all classes in one forward and the synthetic images in another; the reference loop embeds
-class by class, as in the paper's code.
+Both do the same mathematics with the same random draws (checked before timing): the project's step embeds the
+synthetic images of all classes in one forward and the real batches class by class, through the compiled `embed`
+(`utils/compiled.py`, unless DD_COMPILE=0); the reference loop embeds class by class eagerly, as in the paper's code.
 
     PYTHONPATH=. DD_DATA_ROOT=/path/to/datasets python benchmarks/dm_iteration.py [--device cuda] [--repeats 2]
 """

@@ -147,6 +147,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     steps_per_epoch = -(-len(x) // batch_size)
+    batch_rows = min(batch_size, len(x))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     if schedule == "step":
         milestone = epochs // 2 * steps_per_epoch

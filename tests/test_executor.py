@@ -1,0 +1,132 @@
+"""The Ray executor gives the in-process run's results (same seeds), and a study survives a killed worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from utils import study
+from utils.distill.experts import prepare_experts
+from utils.distill.trajectory_matching import EXPERT_SEED
+from utils.executor import LOCAL, RayExecutor, _RayPool, get_executor
+from utils.notebook import start
+from utils.results import read_table
+from utils.synthetic import SyntheticSet, find_synthetic
+
+ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
+TIMING = ("time", "memory")   # columns that measure the machine, not the result
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
+    yield RayExecutor(torch.device("cpu"))
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache for the module (the data arrays are prepared once); each study clears its other entries."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("cache")
+        mp.setenv("DD_CACHE_DIR", str(path))
+        yield path
+
+
+def _study(notebook: str, executor, out, data_root, fresh: bool = True) -> pd.DataFrame:
+    """Notebook 02's or 06's study in the smoke profile; `fresh`: nothing cached but the data arrays."""
+    if fresh:
+        for entry in ("evaluations", "experts", "checkpoints"):
+            shutil.rmtree(Path(os.environ["DD_CACHE_DIR"]) / entry, ignore_errors=True)
+    run = start(notebook, "smoke", str(data_root), str(out), 0, "cpu")
+    run.executor = executor
+    if notebook.startswith("06"):
+        for name in run.profile.study.datasets:
+            prepare_experts(run.load(name), run.profile.method_config("mtt", 1).expert_config(), seed=EXPERT_SEED,
+                            device=run.device, precision=run.precision, executor=executor)
+        return study.distillation_study(run, "mtt", notebook, variants=("dsa",))
+    return study.distillation_study(run, "gm", notebook)
+
+
+def _same_results(a: pd.DataFrame, b: pd.DataFrame, out_a: Path, out_b: Path) -> None:
+    kept = [c for c in a.columns if not any(word in c for word in TIMING)]
+    assert a[kept].equals(b[kept])
+    sets_a, sets_b = find_synthetic(out_a), find_synthetic(out_b)
+    assert [p.name for p in sets_a] == [p.name for p in sets_b] and sets_a
+    for pa, pb in zip(sets_a, sets_b):
+        sa, sb = SyntheticSet.load(pa), SyntheticSet.load(pb)
+        assert torch.equal(sa.images, sb.images) and torch.equal(sa.labels, sb.labels) and sa.lr == sb.lr
+        assert sa.config["losses"] == sb.config["losses"]
+
+
+@pytest.fixture(scope="module")
+def local_02(cache, tmp_path_factory, data_root):
+    """Notebook 02's study in process: the table, its results folder and a copy of its evaluation cache."""
+    out = tmp_path_factory.mktemp("local_02")
+    table = _study("02_gradient_matching", LOCAL, out, data_root)
+    evaluations = tmp_path_factory.mktemp("evaluations_02")
+    shutil.copytree(cache / "evaluations", evaluations, dirs_exist_ok=True)
+    return table, out, evaluations
+
+
+def test_ray_study_equals_the_in_process_study_02(local_02, ray_executor, tmp_path, data_root):
+    table, out, _ = local_02
+    distributed = _study("02_gradient_matching", ray_executor, tmp_path, data_root)
+    _same_results(table, distributed, out, tmp_path)
+    assert read_table(tmp_path / "tables" / "02_gradient_matching.csv")["ipc"].tolist() == table["ipc"].tolist()
+
+
+def test_ray_study_equals_the_in_process_study_06(ray_executor, cache, tmp_path, data_root):
+    local = _study("06_trajectory_matching", LOCAL, tmp_path / "local", data_root)
+    distributed = _study("06_trajectory_matching", ray_executor, tmp_path / "ray", data_root)
+    _same_results(local, distributed, tmp_path / "local", tmp_path / "ray")
+
+
+def test_study_completes_when_a_worker_dies(local_02, ray_executor, tmp_path, data_root, monkeypatch):
+    """The first evaluation kills its worker process; Ray retries it and nothing is lost."""
+    table, out, _ = local_02
+    marker = tmp_path / "killed-once"
+    evaluate = study._evaluate
+
+    def dies_once(*args, **kwargs):
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(study, "_evaluate", dies_once)
+    distributed = _study("02_gradient_matching", ray_executor, tmp_path / "ray", data_root)
+    assert marker.exists()
+    _same_results(table, distributed, out, tmp_path / "ray")
+
+
+def test_a_restarted_study_submits_only_the_missing_units(local_02, ray_executor, cache, tmp_path, data_root,
+                                                          monkeypatch):
+    """After a crash that lost one set and one evaluation, only those two units are submitted again."""
+    table, out, evaluations = local_02
+    shutil.copytree(out, tmp_path / "out")
+    shutil.rmtree(cache / "evaluations", ignore_errors=True)
+    shutil.copytree(evaluations, cache / "evaluations")
+    sorted((cache / "evaluations").glob("*.json"))[0].unlink()
+    find_synthetic(tmp_path / "out")[0].unlink()
+    submitted, submit = [], _RayPool.submit
+
+    def counting(self, fn, *args, **kwargs):
+        submitted.append(fn.__name__)
+        submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(_RayPool, "submit", counting)
+    again = _study("02_gradient_matching", ray_executor, tmp_path / "out", data_root, fresh=False)
+    # the rebuilt set is bit for bit the lost one, so its evaluations are found in the cache
+    assert sorted(submitted) == ["_evaluate", "build_set"]
+    _same_results(table, again, out, tmp_path / "out")
+
+
+def test_unknown_executor_is_named():
+    with pytest.raises(ValueError, match="'spark'.*local, ray"):
+        get_executor("spark", torch.device("cpu"))

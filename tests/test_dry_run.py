@@ -68,3 +68,5 @@ def test_mtt_memory_is_extrapolated_from_one_and_two_student_steps(monkeypatch):
     unit = replace(unit, config=replace(unit.config, syn_steps=30))
     seconds, peak = dry_run._distill_step(unit, CPU, "fp32")
     assert calls == [1, 2] and seconds == pytest.approx(1.0 + 0.5 * 29) and peak == pytest.approx(100 + 60 * 29)
+    monkeypatch.setattr(dry_run, "_measured", lambda step, device: (1.0, 100.0 - 4 * step.__self__.config.syn_steps))
+    assert dry_run._distill_step(unit, CPU, "fp32")[1] == pytest.approx(96.0), "noise never projects below 1 step"

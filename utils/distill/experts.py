@@ -21,7 +21,7 @@ from networks import get_network
 from utility import set_seed, train
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset, stratified_subset
-from utils.distill.base import config_hash, tensor_digest
+from utils.distill.base import config_hash, data_digest, tensor_digest
 from utils.executor import LOCAL, Executor
 from utils.paths import cache_dir, read_cache
 from utils.progress import progress
@@ -69,7 +69,7 @@ def zca_whiten(data: Dataset, epsilon: float = ZCA_EPSILON) -> Dataset:
     if dim > ZCA_MAX_DIM:
         raise ValueError(f"ZCA on {data.name} images of {dim} values needs a {dim} x {dim} covariance; at most "
                          f"{ZCA_MAX_DIM} values per image (3 x 64 x 64) are supported. Use zca=False")
-    key = (tensor_digest(data.x_train, data.y_train, data.x_test), tuple(data.mean), tuple(data.std), epsilon)
+    key = (data_digest(data), tensor_digest(data.x_test), tuple(data.mean), tuple(data.std), epsilon)
     if key not in _WHITENED:
         _WHITENED.clear()   # one whitened dataset in memory at a time (CIFAR-10: 740 MB)
         _WHITENED[key] = _whiten(data, epsilon)
@@ -88,13 +88,14 @@ def _whiten(data: Dataset, epsilon: float) -> Dataset:
     def pixels(x: torch.Tensor) -> torch.Tensor:
         return x * channel_std + channel_mean
 
-    source = config_hash({"images": tensor_digest(data.x_train), "mean": data.mean, "std": data.std})
-    mean, matrix = _zca_transform(pixels(data.x_train), source, epsilon)
+    source = config_hash({"images": data_digest(data), "mean": data.mean, "std": data.std})
+    train_pixels = pixels(data.x_train)
+    mean, matrix = _zca_transform(train_pixels, source, epsilon)
 
-    def whiten(x: torch.Tensor) -> torch.Tensor:
-        return ((pixels(x).flatten(1) - mean) @ matrix).view_as(x)
+    def whiten(p: torch.Tensor) -> torch.Tensor:
+        return ((p.flatten(1) - mean) @ matrix).view_as(p)
 
-    return replace(data, x_train=whiten(data.x_train), x_test=whiten(data.x_test))
+    return replace(data, x_train=whiten(train_pixels), x_test=whiten(pixels(data.x_test)))
 
 
 def _zca_transform(x_train: torch.Tensor, source: str, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:

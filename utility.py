@@ -13,7 +13,6 @@ import platform
 import random
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,13 +93,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if _bf16_native(device) else "fp32"
     return precision
-
-
-@contextmanager
-def autocast(device: torch.device, precision: str):
-    """Mixed-precision context: bf16 autocast for 'bf16', a no-op for 'fp32'."""
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        yield
 
 
 @dataclass

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import torch
 
-from utility import autocast, get_device, resolve_precision
+from utility import get_device, resolve_precision
+from utils.compiled import autocast
 from utils.data import load_dataset
 from utils.distill import DistillTask, DistributionMatchingConfig
 from utils.distill.distribution_matching import DistributionMatching, embedding_network

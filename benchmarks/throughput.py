@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from networks import get_network
-from utility import autocast, get_device, predict, resolve_precision, set_seed, train
+from utility import get_device, predict, resolve_precision, set_seed, train
+from utils.compiled import autocast
 
 
 def bare_train(model, x, y, epochs: int, precision: str, device) -> None:

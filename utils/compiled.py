@@ -94,24 +94,26 @@ class _Compiled:
         return call(self.fn)
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """Mixed-precision context: bf16 autocast for 'bf16', a no-op for 'fp32' (a plain context object, so that
+    compiled functions trace it)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _weighted_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
                    precision: str) -> torch.Tensor:
-    with _autocast(x.device, precision):
+    with autocast(x.device, precision):
         out = model(x)
     return (F.cross_entropy(out.float(), y, reduction="none") * weight).sum() / weight.sum()
 
 
 def _logits(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
-    with _autocast(x.device, precision):
+    with autocast(x.device, precision):
         return model(x).float()
 
 
 def _embed(net: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
-    with _autocast(x.device, precision):
+    with autocast(x.device, precision):
         return net.embed(x).float()
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from networks import get_network
-from utility import autocast
+from utils.compiled import autocast
 from utils.data import Dataset
 from utils.distill.base import DistillTask, SyntheticImages
 from utils.distill.experts import ExpertConfig, load_or_train_experts, zca_whiten

@@ -2,7 +2,7 @@
 
 Inductor turns a network's forward (and, through AOTAutograd, its backward) into fused C++/OpenMP kernels on a
 CPU (Triton kernels on a GPU); with bf16 autocast on a CPU that computes bf16 natively this is several times
-faster than eager PyTorch for the ConvNet (`benchmarks/README.md`). Three entry points share it:
+faster than eager PyTorch for the ConvNet (`benchmarks/README.md`). Four entry points share it:
 
 - `train_step`: cross-entropy on one batch, back-propagated (used by `utility.train`, hence by evaluation,
   full-data training and MTT expert training, and by gradient matching's inner network training);

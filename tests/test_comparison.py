@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from utils import comparison
+from utils import comparison, readme_results
+from utils.paths import PROJECT_ROOT, RESULTS_DIR
 from utils.results import ResultWriter
 
 
@@ -44,3 +45,118 @@ def test_gather_merges_tables_once_per_set_and_ranks_mhist_by_balanced_accuracy(
     assert best.loc["MHIST", "metric"] == "balanced accuracy"
     assert best.loc["MHIST", "best set"] == "Trajectory matching, real init"
     assert best.loc["MHIST", "sets above random real"] == "1 of 2"
+
+
+def fake_results(root) -> None:
+    """Study tables holding some of the target sets: MNIST GM real (met), MNIST GM noise (not met), MHIST ipc 10
+    (a big enough gain; accuracy above the majority class), nothing at MHIST ipc 50 or for the other sets."""
+    write(root, "02_gradient_matching",
+          [row("random real", "MNIST", "-", "80.00 ± 0.50", models=3),
+           row("Gradient matching + DSA", "MNIST", "real", "94.40 ± 0.20", models=3),
+           row("Gradient matching + DSA", "MNIST", "noise", "93.99 ± 0.20", models=3)])
+    write(root, "05_mhist",
+          [row("random real", "MHIST", "-", "60.00 ± 1.00", models=5,
+               **{"balanced accuracy with DSA (%)": "55.00 ± 1.00"}),
+           row("Distribution matching", "MHIST", "real", "64.00 ± 1.00", models=5,
+               **{"balanced accuracy with DSA (%)": "59.00 ± 0.50"}),
+           row("Trajectory matching", "MHIST", "noise", "70.00 ± 1.00", models=5,
+               **{"balanced accuracy with DSA (%)": "57.00 ± 0.50"})])
+
+
+def summary_of(root):
+    ours = comparison.gather(root)
+    metadata = {"profile": "cpu", "seed": "0", "device": "cpu", "torch": "x", "created_utc": "now"}
+    return comparison.write_summary(root, ours.drop(columns=["source"]), comparison.best_per_dataset(ours), "fig",
+                                    metadata)
+
+
+def test_targets_table_says_met_not_met_and_not_run(tmp_path):
+    fake_results(tmp_path)
+    targets = comparison.targets_table(comparison.gather(tmp_path), "cpu")
+    assert list(targets.columns) == ["dataset", "method", "init", "target (ECE1512 report, GPU)", "this run (cpu)",
+                                     "networks", "met"]
+    assert len(targets) == len(comparison.ACCURACY_TARGETS) + len(comparison.MHIST_TARGETS) == 14
+    by_set = targets.set_index(["dataset", "method", "init"])
+    gm_real = by_set.loc[("MNIST", "Gradient matching + DSA", "real")]
+    assert (gm_real["target (ECE1512 report, GPU)"], gm_real["this run (cpu)"], gm_real["networks"], gm_real["met"]) \
+        == ("≥ 94.4", "94.40 ± 0.20", 3, "yes")
+    assert by_set.loc[("MNIST", "Gradient matching + DSA", "noise"), "met"] == "no"
+    dm = by_set.loc[("CIFAR10", "Distribution matching", "real")]
+    assert (dm["this run (cpu)"], dm["networks"], dm["met"]) == ("-", "-", "not run")
+    mhist = targets[targets["dataset"] == "MHIST"].set_index("method")
+    best10 = mhist.loc["best distilled set vs random real, ipc 10"]
+    assert best10["met"] == "yes" and best10["networks"] == 5
+    assert best10["this run (cpu)"].startswith("Distribution matching, real init: +4.00 points")
+    assert "accuracy 64.00 %" in best10["this run (cpu)"]
+    assert mhist.loc["best distilled set vs random real, ipc 50", "met"] == "not run"
+
+
+def test_mhist_target_needs_gap_beyond_the_stds_and_accuracy_above_the_majority_class(tmp_path):
+    write(tmp_path, "05_mhist",
+          [row("random real", "MHIST", "-", "60.00 ± 1.00", **{"balanced accuracy with DSA (%)": "55.00 ± 4.00"}),
+           row("Distribution matching", "MHIST", "real", "64.00 ± 1.00",
+               **{"balanced accuracy with DSA (%)": "58.50 ± 0.50"}),   # gain 3.5 < std 4.0
+           row("random real", "MHIST", "-", "60.00 ± 1.00", ipc=50,
+               **{"balanced accuracy with DSA (%)": "55.00 ± 1.00"}),
+           row("Distribution matching", "MHIST", "real", "63.00 ± 1.00", ipc=50,
+               **{"balanced accuracy with DSA (%)": "60.00 ± 0.50"})])   # accuracy 63.0 < 63.2
+    mhist = comparison.targets_table(comparison.gather(tmp_path), "paper").set_index("method")
+    assert mhist.loc["best distilled set vs random real, ipc 10", "met"] == "no"
+    assert mhist.loc["best distilled set vs random real, ipc 50", "met"] == "no"
+    assert "this run (paper)" in mhist.columns
+
+
+def test_summary_puts_the_targets_after_the_header_and_the_stamp_under_the_title_once(tmp_path):
+    fake_results(tmp_path)
+    path = summary_of(tmp_path)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "# Dataset distillation: results summary" and lines[2].startswith("Profile `cpu`")
+    assert lines[4] == "## Targets (issue 10)"
+    for seconds, machine in ((3 * 3600 + 25 * 60 + 10, "CPU A"), (59 * 60 + 50, "CPU B")):
+        comparison.stamp_summary(tmp_path, profile="cpu", wall_seconds=seconds, executor="local", fresh=True,
+                                 machine=machine, commit="abc1234")
+    lines = path.read_text().splitlines()
+    assert [line for line in lines if line.startswith("**Run:**")] == [
+        "**Run:** make results, profile cpu, 1 h 0 min wall time from an empty results/ and .cache/ on CPU B, "
+        "commit abc1234, executor local."]
+    assert lines[:4] == ["# Dataset distillation: results summary", "", lines[2], ""]
+    assert lines[4].startswith("Profile `cpu`") and lines[6] == "## Targets (issue 10)"
+    comparison.stamp_summary(tmp_path, profile="cpu", wall_seconds=60, executor="ray", fresh=False, machine="m",
+                             commit="c")
+    assert "1 min wall time with an existing cache on m, commit c, executor ray." in path.read_text()
+    assert path.read_text().count("**Run:**") == 1
+
+
+def test_readme_block_renders_the_stamp_and_targets_or_says_the_summary_predates_them(tmp_path):
+    fake_results(tmp_path)
+    path = summary_of(tmp_path)
+    comparison.stamp_summary(tmp_path, profile="cpu", wall_seconds=7200, executor="local", machine="m", commit="c")
+    rendered = readme_results.render(path.read_text())
+    assert "**Run:** make results, profile cpu, 2 h 0 min wall time on m, commit c, executor local." in rendered
+    assert "| MNIST     | Gradient matching + DSA" in rendered and "not run" in rendered
+    assert "predates" in readme_results.render("# old summary\n\nno targets here\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nstale\n<!-- results:end -->\noutro\n")
+    readme_results.update_readme(readme, path)
+    assert readme_results.block(readme.read_text()) == rendered
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("outro\n")
+
+
+def test_readme_results_block_matches_the_committed_summary():
+    """README's results block is generated: edit results/summary.md (by `make results`), then run
+    `python -m utils.readme_results`, never the block by hand."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    summary = (RESULTS_DIR / "summary.md").read_text()
+    assert readme_results.block(readme) == readme_results.render(summary), \
+        "README results block is stale: run `python -m utils.readme_results`"
+
+
+def test_iterations_needed_extrapolates_the_curve_in_log_iterations():
+    from utils.comparison import iterations_needed
+
+    curve = pd.DataFrame({"iteration": [100, 200, 300], "accuracy (%)": [30.0, 32.0, 33.0]})
+    assert iterations_needed(curve, 33.0) == "reached"
+    # slope per log-iteration from the last two points: 1 / ln(1.5); one more point needs another factor 1.5
+    assert iterations_needed(curve, 34.0) == "≈ 450"
+    assert iterations_needed(curve.assign(**{"accuracy (%)": [30.0, 33.0, 32.0]}), 40.0) == "not on this trend"
+    assert iterations_needed(curve.head(1), 40.0) == "-"

@@ -45,7 +45,7 @@ def smoke_results(tmp_path_factory, data_root):
 def test_every_notebook_executes_and_is_saved(smoke_results):
     out, _, _ = smoke_results
     executed = sorted(p.name for p in (out / "notebooks").glob("*.ipynb"))
-    assert executed == [p.name for p in pipeline.notebooks()]
+    assert executed == sorted(p.name for p in pipeline.notebooks())
     for path in (out / "notebooks").glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])

@@ -68,8 +68,20 @@ def transfer_table(run: NotebookRun) -> pd.DataFrame:
     with run.executor.pool("cross-architecture grid", unit="evaluation") as pool:
         for k, s in enumerate(sets):
             for arch in settings.architectures:
-                submit_evaluation(pool, run, s.x, s.y, s.data, dsa=False, architecture=arch, lr=s.lr,
-                                  epochs=settings.epochs, n_models=settings.n_models,
+                epochs, lr = settings.budget(arch)
+                submit_evaluation(pool, run, s.x, s.y, s.data, dsa=False, architecture=arch, lr=lr or s.lr,
+                                  epochs=epochs, n_models=settings.n_models,
                                   done=lambda result, k=k, arch=arch: record(k, arch, result))
     return pd.DataFrame([{"training set": s.label, **{arch: found[k, arch] for arch in settings.architectures}}
                          for k, s in enumerate(sets)])
+
+
+def budget_table(run: NotebookRun) -> pd.DataFrame:
+    """Epochs and learning rate each architecture of the grid trains with (the profile's, per architecture)."""
+    settings = run.profile.cross_arch
+    rows = []
+    for arch in settings.architectures:
+        epochs, lr = settings.budget(arch)
+        rows.append({"architecture": arch, "epochs": epochs, "networks per set": settings.n_models,
+                     "lr": lr if lr is not None else f"the set's own (MTT) or {run.profile.evaluation.lr}"})
+    return pd.DataFrame(rows)

@@ -121,13 +121,14 @@ def profile_units(profile: Profile) -> list[Unit]:
             for architecture in arch.architectures:
                 units += _evaluations("03", f"{sets} sets on {architecture} {name} ipc{ipc}", name,
                                       _side(name, profile), architecture, ipc * len(CLASS_NAMES[name]),
-                                      sets * arch.n_models, (arch.epochs,))
+                                      sets * arch.n_models, (arch.budget(architecture)[0],))
     nas = profile.nas
     for depth in nas.depths:
         for width in nas.widths:
             candidate, side = f"ConvNetD{depth}W{width}", _side(nas.dataset, profile)
             units.append(_train_units("04", f"NAS {candidate} full data", nas.dataset, side, candidate,
-                                      nas.full_train_images or SHAPES[nas.dataset][2], 1, nas.full_epochs))
+                                      nas.full_train_images or SHAPES[nas.dataset][2], nas.full_seeds,
+                                      nas.full_epochs))
             units += _evaluations("04", f"NAS {candidate} distilled", nas.dataset, side, candidate,
                                   nas.ipc * len(CLASS_NAMES[nas.dataset]), nas.n_models, (nas.distilled_epochs,))
     mhist = profile.mhist

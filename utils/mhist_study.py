@@ -14,7 +14,7 @@ from utils.distill import METHODS
 from utils.full_training import FullTrainingConfig, train_full
 from utils.metrics import classification_metrics
 from utils.notebook import NotebookRun
-from utils.study import SetResult, SetUnit, study_sets
+from utils.study import SetResult, SetUnit, study_sets, write_curves
 
 METRICS = ("accuracy", "balanced_accuracy", "auc")
 
@@ -46,6 +46,7 @@ def distilled_sets(run: NotebookRun, data: Dataset, prefix: str) -> tuple[list[S
         units += [SetUnit(data, ipc, method, init, s.method_config(method, ipc))
                   for method in METHODS for init in s.inits]
     done = study_sets(run, units, prefix, "MHIST study", **evaluation)
+    write_curves(run, [result for result, _ in done], prefix, "balanced_accuracy")
     synthetic = {(u.method, u.ipc, u.init): synthetic for u, (_, synthetic) in zip(units, done) if u.method}
     return [result for result, _ in done], synthetic
 

@@ -31,36 +31,40 @@ def search(run: NotebookRun) -> tuple[pd.DataFrame, dict[str, float | bool | str
                                 f"{run.profile.name!r}: run 02_gradient_matching with this profile and results_dir "
                                 "first (04 searches on its distilled set).")
     candidates = [f"ConvNetD{depth}W{width}" for depth in settings.depths for width in settings.widths]
-    full: dict[str, dict] = {}
+    seeds = [run.seed + k for k in range(settings.full_seeds)]
+    full: dict[tuple[str, int], dict] = {}
     distilled: dict[str, SyntheticEvaluation] = {}
 
-    def trained(arch: str, path: Path, result: dict) -> None:
+    def trained(key: tuple[str, int], path: Path, result: dict) -> None:
         atomic_write(path, lambda p: p.write_text(json.dumps(result)))
-        full[arch] = result
+        full[key] = result
 
     with run.executor.pool("NAS candidates", unit="unit") as pool:
         for arch in candidates:
-            config = FullTrainingConfig(dataset=settings.dataset, architecture=arch, epochs=settings.full_epochs,
-                                        train_images=settings.full_train_images, seed=run.seed,
-                                        precision=run.precision)
-            path, key = full_training_path(data, config, run.device)
-            cached = read_full_training(path, key)
-            if cached is not None:
-                full[arch] = cached
-            else:
-                pool.submit(train_full_uncached, data, config, run.device, key,
-                            done=lambda r, arch=arch, path=path: trained(arch, path, r))
+            for seed in seeds:
+                config = FullTrainingConfig(dataset=settings.dataset, architecture=arch, epochs=settings.full_epochs,
+                                            train_images=settings.full_train_images, seed=seed,
+                                            precision=run.precision)
+                path, key = full_training_path(data, config, run.device)
+                cached = read_full_training(path, key)
+                if cached is not None:
+                    full[arch, seed] = cached
+                else:
+                    pool.submit(train_full_uncached, data, config, run.device, key,
+                                done=lambda r, k=(arch, seed), path=path: trained(k, path, r))
             submit_evaluation(pool, run, synthetic.images, synthetic.labels, data, dsa=False, architecture=arch,
                               lr=synthetic.lr, epochs=settings.distilled_epochs, n_models=settings.n_models,
                               done=lambda r, arch=arch: distilled.__setitem__(arch, r))
     rows = []
     for arch in candidates:
         depth, width = (int(v) for v in arch.removeprefix("ConvNetD").split("W"))
+        per_seed = [100 * full[arch, seed]["metrics"]["accuracy"] for seed in seeds]
         rows.append({"candidate": arch, "depth": depth, "width": width,
-                     "full-data accuracy (%)": round(100 * full[arch]["metrics"]["accuracy"], 2),
+                     "full-data accuracy (%)": round(sum(per_seed) / len(per_seed), 2),
+                     **{f"full-data accuracy, seed {seed} (%)": round(a, 2) for seed, a in zip(seeds, per_seed)},
                      "distilled accuracy (%)": round(100 * distilled[arch].mean(), 2),
                      "distilled std (%)": round(100 * distilled[arch].std(), 2),
-                     "full-data time (s)": round(full[arch]["train_seconds"], 1),
+                     "full-data time (s)": round(sum(full[arch, seed]["train_seconds"] for seed in seeds), 1),
                      "distilled time (s)": round(sum(distilled[arch].train_seconds), 1)})
         print(f"{arch}: full data {rows[-1]['full-data accuracy (%)']}%, "
               f"distilled {rows[-1]['distilled accuracy (%)']}%")
@@ -70,6 +74,16 @@ def search(run: NotebookRun) -> tuple[pd.DataFrame, dict[str, float | bool | str
     summary = {**rank_correlations(table["full-data accuracy (%)"].tolist(), table["distilled accuracy (%)"].tolist()),
                "best on full data": best_full, "best on distilled data": best_distilled,
                "same winner": bool(best_full == best_distilled),
+               **ceiling(table, seeds),
                "search time full data (s)": round(table["full-data time (s)"].sum(), 1),
                "search time distilled (s)": round(table["distilled time (s)"].sum(), 1)}
     return table, summary
+
+
+def ceiling(table: pd.DataFrame, seeds: list[int]) -> dict[str, float]:
+    """Spearman's rho between the full-data rankings of the first two seeds: how well any proxy ranking can agree
+    with a full-data ranking that is itself this noisy (NaN with one seed)."""
+    if len(seeds) < 2:
+        return {"ceiling spearman (full data, seed vs seed)": float("nan")}
+    first, second = (table[f"full-data accuracy, seed {s} (%)"].tolist() for s in seeds[:2])
+    return {"ceiling spearman (full data, seed vs seed)": rank_correlations(first, second)["spearman"]}

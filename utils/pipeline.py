@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,14 +14,21 @@ import nbformat
 from tqdm.auto import tqdm
 
 from utils.executor import EXECUTORS
-from utils.paths import NOTEBOOKS_DIR, PROJECT_ROOT, RESULTS_DIR
+from utils.paths import NOTEBOOKS_DIR, PROJECT_ROOT, RESULTS_DIR, cache_dir
 from utils.paths import data_root as resolve_data_root
 from utils.profiles import PROFILES
 
+# Cross-architecture transfer (03) trains on the sets of every method, so it runs after the methods' notebooks
+# (06, 07); every other notebook runs in its number's order.
+RUN_LAST = ("03", "08")
+
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
-    """The numbered notebooks, in order, optionally only those whose number prefix is in `only`."""
-    found = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    """The numbered notebooks in run order (number order, then `RUN_LAST`), optionally only those whose number
+    prefix is in `only`."""
+    found = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"),
+                   key=lambda p: (p.name[:2] in RUN_LAST, RUN_LAST.index(p.name[:2]) if p.name[:2] in RUN_LAST
+                                  else 0, p.name))
     if only:
         unknown = set(only) - {p.name[:2] for p in found}
         if unknown:
@@ -49,6 +57,7 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
     results_dir = Path(results_dir).resolve()
     if profile == "smoke" and results_dir == RESULTS_DIR.resolve():
         raise ValueError("smoke runs never write to the committed results/ folder; choose another --results-dir")
+    started, fresh = time.time(), not any(results_dir.glob("*")) and not any(cache_dir().glob("*"))
     executed = results_dir / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".running-", dir=results_dir))
@@ -57,9 +66,17 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
     with ray_cluster(executor):
         _execute(selected, staging, executed, parameters)
     staging.rmdir()
+    from utils import comparison, readme_results
     from utils.report import build as build_report  # the report of whatever the folder now holds (issue 11)
 
+    summary = results_dir / "summary.md"
+    if summary.exists() and summary.stat().st_mtime >= started:  # written by this run's notebook 08: stamp it
+        comparison.stamp_summary(results_dir, profile=profile, wall_seconds=time.time() - started, fresh=fresh,
+                                 executor=executor or os.environ.get("DD_EXECUTOR") or "local",
+                                 command="make results" + (f" ONLY={','.join(only)}" if only else ""))
     print(f"report: {build_report(results_dir)['html']}")
+    if profile == "cpu" and results_dir == RESULTS_DIR.resolve() and summary.exists():
+        readme_results.update_readme(PROJECT_ROOT / "README.md", summary)
     return results_dir
 
 

@@ -78,6 +78,22 @@ def loss_curves(losses: dict[str, list[float]], ylabel: str = "matching loss") -
     return fig
 
 
+def accuracy_curves(rows, column: str, floors: dict[str, tuple[float, float]]) -> plt.Figure:
+    """Accuracy (± std bars) against distillation iterations, a line per (ipc, init); floors as bands."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for (ipc, init), line in rows.groupby(["ipc", "init"], sort=False):
+        ax.errorbar(line["iteration"], line[column], yerr=line["std (%)"], marker="o", capsize=3,
+                    label=f"ipc {ipc}, {init} init")
+    for label, (mean, std) in floors.items():
+        ax.axhline(mean, color="grey", linestyle="--", linewidth=1, label=label)
+        ax.axhspan(mean - std, mean + std, color="grey", alpha=0.15)
+    ax.set(xlabel="distillation iteration", ylabel=column)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def scatter(x: list[float], y: list[float], labels: list[str], xlabel: str, ylabel: str, title: str = "",
             logx: bool = False) -> plt.Figure:
     """Labelled scatter plot (e.g. full-data vs distilled-data accuracy per candidate)."""

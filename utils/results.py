@@ -107,12 +107,14 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 @lru_cache(maxsize=1)
 def code_commit() -> str:
-    """The project's git commit (short hash, '-dirty' with uncommitted changes to tracked files), else 'unknown'."""
+    """The project's git commit (short hash, '-dirty' with uncommitted changes to tracked files outside `results/`,
+    which a run rewrites), else 'unknown'."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True,
                               check=True, timeout=30).stdout.strip()
     try:
-        return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "-uno") else "")
+        dirty = git("status", "--porcelain", "-uno", "--", ".", ":(exclude)results")
+        return git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

@@ -21,7 +21,7 @@ from utils.distill.experts import zca_whiten
 from utils.executor import Pool, derive
 from utils.notebook import NotebookRun
 from utils.paths import cache_dir, read_cache, write_cache
-from utils.plots import loss_curves, synthetic_before_after
+from utils.plots import accuracy_curves, loss_curves, synthetic_before_after
 from utils.synthetic import SyntheticSet, initial_images, random_real_subset, synthetic_path
 
 FLOOR = "random real"
@@ -43,6 +43,7 @@ class SetResult:
     distill_seconds: float = 0.0
     peak_memory_mib: float = 0.0
     config: dict = field(default_factory=dict)
+    curve: dict[int, SyntheticEvaluation] = field(default_factory=dict)   # iteration -> evaluation of its snapshot
 
     def row(self, metrics: tuple[str, ...] = ("accuracy",)) -> dict:
         """One table row: each metric of each evaluation variant as 'mean ± std' (%), then costs."""
@@ -129,6 +130,17 @@ def submit_variants(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Tens
         submit_evaluation(pool, run, x, y, data, dsa=VARIANTS[v], lr=lr, done=lambda r, v=v: collect(v, r), **kwargs)
 
 
+def merge_evaluations(parts: list[SyntheticEvaluation]) -> SyntheticEvaluation:
+    """One evaluation holding the networks of several (e.g. the floor's random subsets)."""
+    return SyntheticEvaluation(parts[0].architecture, [r for p in parts for r in p.runs],
+                               [t for p in parts for t in p.train_seconds])
+
+
+def snapshot_iterations(iterations: int, points: int) -> tuple[int, ...]:
+    """`points` evenly spaced iterations strictly inside a run of `iterations` (where a curve is sampled)."""
+    return tuple(sorted({round(iterations * k / (points + 1)) for k in range(1, points + 1)} - {0, iterations}))
+
+
 def evaluation_data(synthetic: SyntheticSet, data: Dataset) -> Dataset:
     """The dataset a set must be evaluated against: ZCA-whitened when the set was distilled in that space."""
     if not synthetic.config.get("method_config", {}).get("zca"):
@@ -153,16 +165,19 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
     progress bar; a set is saved and its before/after figure drawn on the driver as soon as it is distilled.
     Returns (result, synthetic set or None for a floor) in the order of `units`."""
     out: list = [None] * len(units)
+    curves: dict[int, dict[int, SyntheticEvaluation]] = {}
+    ev = run.profile.evaluation
+    curve_variant = "dsa" if "dsa" in evaluation.get("variants", VARIANTS) else "plain"
     with run.executor.pool(desc, unit="unit") as pool:
         for i, u in enumerate(units):
             if u.method is None:
-                x, y = random_real_subset(u.data, u.ipc, torch.Generator().manual_seed(run.seed))
-                submit_variants(pool, run, x, y, u.data, done=lambda evs, i=i, u=u: out.__setitem__(
+                submit_floor(pool, run, u.data, u.ipc, done=lambda evs, i=i, u=u: out.__setitem__(
                     i, (SetResult(FLOOR, u.data.name, u.ipc, "-", evs), None)), **evaluation)
                 continue
             task = DistillTask(u.data.name, u.ipc, u.init)
             key = distill_key(u.method, u.data, task, u.config, profile=run.profile.name, seed=run.seed,
-                              device=run.device, precision=run.precision)
+                              device=run.device, precision=run.precision,
+                              snapshots_at=snapshot_iterations(u.config.iterations, ev.curve_points))
             path = synthetic_path(run.writer.root, u.method, u.data.name, u.ipc, u.init)
 
             def distilled(synthetic: SyntheticSet, reused: bool, i: int = i, u: SetUnit = u, path: Path = path):
@@ -175,6 +190,12 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
                                              f"{METHOD_LABELS[u.method]}: {u.data.name}, ipc {u.ipc}, {u.init} init")
                 run.writer.figure(fig, f"{prefix}_{u.data.name}_ipc{u.ipc}_{u.init}_images")
                 cfg = synthetic.config
+                curves[i] = {}
+                for iteration, snap in synthetic.snapshots.items():
+                    submit_evaluation(pool, run, snap["images"], synthetic.labels, evaluation_data(synthetic, u.data),
+                                      dsa=VARIANTS[curve_variant], lr=snap["lr"], n_models=ev.curve_models,
+                                      **_single(evaluation),
+                                      done=lambda r, i=i, it=iteration: curves[i].__setitem__(it, r))
                 submit_variants(pool, run, synthetic.images, synthetic.labels, evaluation_data(synthetic, u.data),
                                 lr=synthetic.lr, done=lambda evs: out.__setitem__(i, (SetResult(
                                     METHOD_LABELS[u.method], u.data.name, u.ipc, u.init, evs, cfg["iterations_done"],
@@ -186,7 +207,66 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
             else:
                 pool.submit(build_set, u.method, u.data, task, u.config, key, seed=run.seed, device=run.device,
                             precision=run.precision, done=lambda s, f=distilled: f(s, False))
+    for i, curve in curves.items():
+        out[i][0].curve = dict(sorted(curve.items()))
     return out
+
+
+def _single(evaluation: dict) -> dict:
+    """The settings of `submit_evaluation` among a study's evaluation settings (variants and n_models dropped)."""
+    return {k: v for k, v in evaluation.items() if k in ("architecture", "epochs")}
+
+
+def submit_floor(pool: Pool, run: NotebookRun, data: Dataset, ipc: int,
+                 done: Callable[[dict[str, SyntheticEvaluation]], None], n_models: int | None = None,
+                 **evaluation) -> None:
+    """The random-real floor: `n_models` networks spread over the profile's `floor_subsets` different random
+    subsets of `ipc` real images per class, merged per evaluation variant."""
+    subsets = run.profile.evaluation.floor_subsets
+    per_subset = -(-(n_models or run.profile.evaluation.n_models) // subsets)
+    parts: dict[int, dict[str, SyntheticEvaluation]] = {}
+
+    def collect(j: int, evs: dict[str, SyntheticEvaluation]) -> None:
+        parts[j] = evs
+        if len(parts) == subsets:
+            done({v: merge_evaluations([parts[k][v] for k in range(subsets)]) for v in evs})
+
+    for j in range(subsets):
+        x, y = random_real_subset(data, ipc, torch.Generator().manual_seed(run.seed + j))
+        submit_variants(pool, run, x, y, data, done=lambda evs, j=j: collect(j, evs), n_models=per_subset,
+                        **evaluation)
+
+
+def curve_table(results: list[SetResult], metric: str = "accuracy") -> pd.DataFrame:
+    """Accuracy of each distilled set after part of its iterations and at the end (the curve the budget buys)."""
+    rows = []
+    for r in results:
+        if not r.curve:
+            continue
+        final = r.evaluations.get("dsa") or next(iter(r.evaluations.values()))
+        for iteration, result in [*r.curve.items(), (r.iterations, final)]:
+            rows.append({"method": r.method, "dataset": r.dataset, "ipc": r.ipc, "init": r.init,
+                         "iteration": iteration, f"{METRIC_LABELS[metric]} (%)": round(100 * result.mean(metric), 2),
+                         "std (%)": round(100 * result.std(metric), 2), "models": len(result.runs)})
+    return pd.DataFrame(rows)
+
+
+def write_curves(run: NotebookRun, results: list[SetResult], prefix: str, metric: str = "accuracy") -> None:
+    """Save the accuracy-vs-iterations table and one figure per dataset (lines per ipc and init)."""
+    table = curve_table(results, metric)
+    if table.empty:
+        return
+    column = f"{METRIC_LABELS[metric]} (%)"
+    run.writer.table(table, f"{prefix}_curves", caption=f"{column} of a ConvNet trained on the set after part of "
+                                                        f"the distillation ({run.profile.name} profile)")
+    floors = {(r.dataset, r.ipc): r for r in results if r.method == FLOOR}
+    for dataset, rows in table.groupby("dataset", sort=False):
+        floor = {ipc: floors[dataset, ipc] for ipc in rows["ipc"].unique() if (dataset, ipc) in floors}
+        fig = accuracy_curves(rows, column, {f"random real, ipc {ipc}": (
+            100 * next(iter(f.evaluations.values())).mean(metric),
+            100 * next(iter(f.evaluations.values())).std(metric)) for ipc, f in floor.items()})
+        fig.axes[0].set_title(f"{rows['method'].iloc[0]} on {dataset}")
+        run.writer.figure(fig, f"{prefix}_{dataset}_accuracy_vs_iterations")
 
 
 def distillation_study(run: NotebookRun, method: str, prefix: str,
@@ -208,6 +288,7 @@ def distillation_study(run: NotebookRun, method: str, prefix: str,
                            for u, (_, synthetic) in zip(units, done) if synthetic is not None and u.data.name == name})
         fig.axes[0].set_title(f"{METHOD_LABELS[method]} on {name}")
         run.writer.figure(fig, f"{prefix}_{name}_loss")
+    write_curves(run, results, prefix)
     table = pd.DataFrame([r.row() for r in results])
     run.writer.table(table, prefix, caption=f"{METHOD_LABELS[method]}: ConvNet trained from scratch on each set "
                                             f"({run.profile.name} profile)")

@@ -28,6 +28,7 @@ class SyntheticSet:
     std: list[float]
     config: dict = field(default_factory=dict)
     lr: float | None = None
+    snapshots: dict[int, dict] = field(default_factory=dict)   # iteration -> {"images", "lr"} during distillation
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically as a dict of plain tensors and values."""
@@ -35,6 +36,10 @@ class SyntheticSet:
                    "dataset": self.dataset, "mean": self.mean, "std": self.std, "config": self.config}
         if self.lr is not None:
             payload["lr"] = float(self.lr)
+        if self.snapshots:
+            payload["snapshots"] = {int(it): {"images": snap["images"].detach().cpu().float(),
+                                              "lr": None if snap["lr"] is None else float(snap["lr"])}
+                                    for it, snap in self.snapshots.items()}
         return atomic_write(Path(path), lambda p: torch.save(payload, p))
 
     @classmethod
@@ -43,7 +48,8 @@ class SyntheticSet:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
             return cls(images=payload["images"], labels=payload["labels"], dataset=payload["dataset"],
-                       mean=payload["mean"], std=payload["std"], config=payload["config"], lr=payload.get("lr"))
+                       mean=payload["mean"], std=payload["std"], config=payload["config"], lr=payload.get("lr"),
+                       snapshots=payload.get("snapshots", {}))
         except FileNotFoundError:
             raise
         except Exception as err:  # truncated, not a torch file, a refused pickle, or keys missing

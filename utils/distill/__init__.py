@@ -39,8 +39,9 @@ def distill(method: str, data: Dataset, task: DistillTask, config, *, results_di
 
 
 def distill_key(method: str, data: Dataset, task: DistillTask, config, *, profile: str, seed: int,
-                device: torch.device, precision: str) -> dict:
-    """Everything that determines a distilled set (a saved set is reused only when its configuration matches)."""
+                device: torch.device, precision: str, snapshots_at: tuple[int, ...] = ()) -> dict:
+    """Everything that determines a distilled set (a saved set is reused only when its configuration matches),
+    including the iterations whose images are kept for an accuracy-vs-iterations curve."""
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if task.dataset != data.name:
@@ -48,7 +49,7 @@ def distill_key(method: str, data: Dataset, task: DistillTask, config, *, profil
     return {"method": method, "implementation": IMPLEMENTATION_VERSION, "dataset": task.dataset, "ipc": task.ipc,
             "init": task.init, "im_size": list(data.im_size), "method_config": method_config(config),
             "profile": profile, "seed": seed, "precision": precision, "device_class": torch.device(device).type,
-            "data": data_digest(data)}
+            "data": data_digest(data), **({"snapshots_at": list(snapshots_at)} if snapshots_at else {})}
 
 
 def build_set(method: str, data: Dataset, task: DistillTask, config, full: dict, *, seed: int,
@@ -58,4 +59,5 @@ def build_set(method: str, data: Dataset, task: DistillTask, config, full: dict,
     distiller = METHODS[method](data, task, config, seed=seed, device=device, precision=precision)
     return run_distillation(distiller, iterations=config.iterations, config=full, data=data,
                             checkpoint_every=config.checkpoint_every, device=device,
+                            snapshots_at=tuple(full.get("snapshots_at", ())),
                             desc=f"{method} {task.dataset} ipc{task.ipc} {task.init}")

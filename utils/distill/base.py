@@ -210,24 +210,31 @@ def _kernel_peak_mib() -> float:
 
 
 def run_distillation(distiller: Distiller, *, iterations: int, config: dict, data: Dataset,
-                     checkpoint_every: int, device: torch.device, desc: str) -> SyntheticSet:
-    """Run `iterations` steps, checkpointing so an interrupted run resumes, and return the synthetic set."""
+                     checkpoint_every: int, device: torch.device, desc: str,
+                     snapshots_at: tuple[int, ...] = ()) -> SyntheticSet:
+    """Run `iterations` steps, checkpointing so an interrupted run resumes, and return the synthetic set; the
+    images after each iteration in `snapshots_at` are kept too (for accuracy-vs-iterations curves)."""
     checkpoint = cache_dir() / "checkpoints" / f"{config_hash(config)}.pt"
     losses: list[float] = []
+    snapshots: dict[int, dict] = {}
     done, seconds = 0, 0.0
     state = read_cache(checkpoint, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if state is not None:
         distiller.load_state_dict(state["distiller"])
         losses, done, seconds = state["losses"], state["iteration"], state["seconds"]
+        snapshots = state.get("snapshots", {})
     with PeakMemory(device) as memory:
         start = time.perf_counter()
         bar = progress(range(done, iterations), desc=desc, initial=done, total=iterations, unit="iteration")
         for it in bar:
             losses.append(distiller.step())
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
+            if it + 1 in snapshots_at and it + 1 < iterations:
+                images, _, lr = distiller.synthetic()
+                snapshots[it + 1] = {"images": images.detach().cpu().clone(), "lr": lr}
             if (it + 1) % checkpoint_every == 0 and it + 1 < iterations:
                 state = {"distiller": distiller.state_dict(), "losses": losses, "iteration": it + 1,
-                         "seconds": seconds + time.perf_counter() - start}
+                         "seconds": seconds + time.perf_counter() - start, "snapshots": snapshots}
                 write_cache(checkpoint, lambda p, s=state: torch.save(s, p))
         seconds += time.perf_counter() - start
     images, labels, lr = distiller.synthetic()
@@ -236,7 +243,8 @@ def run_distillation(distiller: Distiller, *, iterations: int, config: dict, dat
     result = SyntheticSet(images=images.detach().cpu(), labels=labels.cpu(), dataset=data.name, mean=data.mean,
                           std=data.std, lr=lr, config={**config, "iterations_done": iterations,
                                                        "wall_seconds": seconds, "peak_memory_mib": memory.peak_mib,
-                                                       "losses": losses, "device": str(device)})
+                                                       "losses": losses, "device": str(device)},
+                          snapshots=dict(sorted(snapshots.items())))
     checkpoint.unlink(missing_ok=True)
     return result
 

@@ -1,0 +1,339 @@
+"""Interpretation sentences generated from the notebooks' result tables (issue 10): every claim that depends on a
+run's numbers is written from those numbers, so the prose cannot contradict them. Each function takes a table as
+its notebook has it and returns markdown; cells are 'mean ± std' strings or bare numbers, '-' where not measured."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+
+from utils.study import FLOOR
+
+DSA_COLUMN = "accuracy with DSA (%)"
+PLAIN_COLUMN = "accuracy (%)"
+BALANCED_COLUMN = "balanced accuracy with DSA (%)"
+MAJORITY = "majority class"
+FULL = "full training set"
+REFERENCES = (FLOOR, MAJORITY, FULL)   # rows that are not distilled sets
+CEILING = "ceiling spearman (full data, seed vs seed)"
+
+
+def parse(cell) -> tuple[float, float] | None:
+    """(mean, std) of a 'mean ± std' cell or a bare number (std 0); None where not measured ('-', empty, NaN)."""
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return None
+    text = str(cell).strip()
+    if text in ("", "-", "nan"):
+        return None
+    parts = text.split("±")
+    try:
+        return float(parts[0]), float(parts[1]) if len(parts) > 1 else 0.0
+    except ValueError:
+        return None
+
+
+def _label(column: str) -> str:
+    """A column name without its unit, for prose."""
+    return column.replace(" (%)", "")
+
+
+def _title(column: str) -> str:
+    """`_label` with its first letter capitalised (and the rest, such as 'DSA', kept)."""
+    label = _label(column)
+    return label[:1].upper() + label[1:]
+
+
+def _spread(gap: float, stds: tuple[float, ...]) -> str:
+    """Whether a difference of means exceeds the larger of the stds involved."""
+    if abs(gap) > max(stds):
+        return "larger than both stds"
+    return "not larger than both stds (within the spread over networks)"
+
+
+def _set_name(row: pd.Series) -> str:
+    """'Method, real init on DATASET (ipc k)'."""
+    init = f", {row['init']} init" if str(row.get("init", "-")) not in ("-", "") else ""
+    return f"{row['method']}{init} on {row['dataset']} (ipc {row['ipc']})"
+
+
+def _distilled(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of distilled sets (not the random-real, majority-class or full-data references)."""
+    return table[~table["method"].isin(REFERENCES)]
+
+
+def floor_gaps(table: pd.DataFrame, column: str = DSA_COLUMN) -> str:
+    """For each distilled set, how far it is above or below the random-real floor of the same dataset and ipc."""
+    floors = {(r["dataset"], str(r["ipc"])): r[column] for _, r in table[table["method"] == FLOOR].iterrows()}
+    lines, clear = [], 0
+    for _, row in _distilled(table).iterrows():
+        floor_cell = floors.get((row["dataset"], str(row["ipc"])))
+        ours, floor = parse(row[column]), parse(floor_cell)
+        if ours is None or floor is None:
+            continue
+        gap = round(ours[0] - floor[0], 2)
+        if gap > 0:
+            verb = f"beats the random-real floor by {gap:.2f} points"
+        elif gap < 0:
+            verb = f"falls {-gap:.2f} points short of the random-real floor"
+        else:
+            verb = "matches the random-real floor"
+        spread = _spread(gap, (ours[1], floor[1]))
+        clear += gap > 0 and abs(gap) > max(ours[1], floor[1])
+        lines.append(f"- {_set_name(row)} {verb} ({row[column]} vs {floor_cell}); the gap is {spread}.")
+    if not lines:
+        return f"No distilled set has a measured {_label(column)} beside a random-real floor of the same size."
+    return (f"**{_title(column)} against random real images of the same size.** {clear} of "
+            f"{len(lines)} distilled sets beat the floor by more than both stds.\n\n" + "\n".join(lines))
+
+
+def init_comparison(table: pd.DataFrame, column: str = DSA_COLUMN) -> str:
+    """Real vs noise initialisation for each method, dataset and ipc where both were distilled."""
+    lines = []
+    distilled = _distilled(table).assign(_ipc=lambda t: t["ipc"].astype(str))
+    for (method, dataset, ipc), group in distilled.groupby(["method", "dataset", "_ipc"], sort=False):
+        cells = {init: group[group["init"] == init][column] for init in ("real", "noise")}
+        if any(c.empty for c in cells.values()):
+            continue
+        real_cell, noise_cell = cells["real"].iloc[0], cells["noise"].iloc[0]
+        real, noise = parse(real_cell), parse(noise_cell)
+        if real is None or noise is None:
+            continue
+        gap = round(real[0] - noise[0], 2)
+        if gap > 0:
+            verb = f"real init is ahead of noise init by {gap:.2f} points"
+        elif gap < 0:
+            verb = f"noise init is ahead of real init by {-gap:.2f} points"
+        else:
+            verb = "real and noise init are level"
+        lines.append(f"- {method} on {dataset} (ipc {ipc}): {verb} ({real_cell} vs {noise_cell}), "
+                     f"{_spread(gap, (real[1], noise[1]))}.")
+    if not lines:
+        return f"No method has both a real- and a noise-initialised set with a measured {_label(column)}."
+    return f"**Real vs noise initialisation ({_label(column)}).**\n\n" + "\n".join(lines)
+
+
+def dsa_effect(table: pd.DataFrame, with_dsa: str = DSA_COLUMN, without: str = PLAIN_COLUMN) -> str:
+    """For each set, how much training the evaluation networks with DSA changes accuracy."""
+    lines, helped = [], 0
+    for _, row in table.iterrows():
+        if with_dsa not in row or without not in row:
+            continue
+        a, b = parse(row[with_dsa]), parse(row[without])
+        if a is None or b is None:
+            continue
+        gap = round(a[0] - b[0], 2)
+        helped += gap > max(a[1], b[1])
+        name = _set_name(row) if row["method"] != FLOOR else f"random real on {row['dataset']} (ipc {row['ipc']})"
+        lines.append(f"- {name}: training with DSA changes accuracy by {gap:+.2f} points ({row[with_dsa]} vs "
+                     f"{row[without]} without), {_spread(gap, (a[1], b[1]))}.")
+    if not lines:
+        return "No set was evaluated both with and without DSA."
+    return (f"**Training with vs without DSA.** DSA helps by more than both stds on {helped} of {len(lines)} sets.\n\n"
+            + "\n".join(lines))
+
+
+def method_comparison(table: pd.DataFrame, column: str = DSA_COLUMN) -> str:
+    """For each dataset, ipc and init with several methods: their order and the leader's margin."""
+    lines = []
+    distilled = _distilled(table).assign(_ipc=lambda t: t["ipc"].astype(str))
+    for (dataset, ipc, init), group in distilled.groupby(["dataset", "_ipc", "init"], sort=False):
+        scored = [(parse(r[column]), r["method"], r[column]) for _, r in group.iterrows()]
+        scored = sorted([s for s in scored if s[0] is not None], key=lambda s: -s[0][0])
+        if len(scored) < 2:
+            continue
+        (first, leader, _), (second, runner_up, _) = scored[0], scored[1]
+        gap = round(first[0] - second[0], 2)
+        order = " > ".join(f"{method} ({c})" for _, method, c in scored)
+        verdict = (f"{leader} leads {runner_up} by {gap:.2f} points, {_spread(gap, (first[1], second[1]))}"
+                   if gap > 0 else f"{leader} and {runner_up} are level")
+        lines.append(f"- {dataset}, ipc {ipc}, {init} init: {order}; {verdict}.")
+    if not lines:
+        return f"No dataset, size and initialisation has two methods with a measured {_label(column)}."
+    return f"**Methods side by side ({_label(column)}).**\n\n" + "\n".join(lines)
+
+
+def _set_key(label: str) -> tuple[str, str] | None:
+    """(dataset, 'ipc k') of a cross-architecture row label such as 'Method, CIFAR10, ipc 10, real init'."""
+    parts = [p.strip() for p in str(label).split(",")]
+    for k, part in enumerate(parts):
+        if part.startswith("ipc ") and k > 0:
+            return parts[k - 1], part
+    return None
+
+
+def transfer_summary(table: pd.DataFrame, chance: float = 10.0, label_column: str = "training set",
+                     reference: str = FLOOR) -> str:
+    """Cross-architecture table (03): each architecture's random-real accuracy against chance, and which
+    architecture each distilled set gains most and least on over the random-real row of its dataset and size."""
+    architectures = [c for c in table.columns if c != label_column]
+    is_reference = table[label_column].astype(str).str.startswith(reference)
+    references = {_set_key(r[label_column]): r for _, r in table[is_reference].iterrows()}
+    lines = [f"**Random real images per architecture** (chance {chance:g} %; 'above chance' means by more than "
+             "the std over networks)."]
+    for _, row in table[is_reference].iterrows():
+        above, at, below = [], [], []
+        for arch in architectures:
+            cell = parse(row[arch])
+            if cell is None:
+                continue
+            gap = cell[0] - chance
+            if gap > cell[1]:
+                above.append(f"{arch} (+{gap:.2f} points)")
+            elif gap < -cell[1]:
+                below.append(f"{arch} ({row[arch]})")
+            else:
+                at.append(f"{arch} ({row[arch]})")
+        parts = [f"above chance: {', '.join(above)}" if above else "",
+                 f"at chance: {', '.join(at)}" if at else "", f"below chance: {', '.join(below)}" if below else ""]
+        lines.append(f"- {row[label_column]}: " + "; ".join(p for p in parts if p) + ".")
+    gains: dict[str, list[float]] = {arch: [] for arch in architectures}
+    set_lines = []
+    for _, row in table[~is_reference].iterrows():
+        ref = references.get(_set_key(row[label_column]))
+        if ref is None:
+            continue
+        measured = []
+        for arch in architectures:
+            ours, base = parse(row[arch]), parse(ref[arch])
+            if ours is None or base is None:
+                continue
+            gap = round(ours[0] - base[0], 2)
+            measured.append((gap, arch, gap > max(ours[1], base[1])))
+            gains[arch].append(gap)
+        if not measured:
+            continue
+        best, worst = max(measured), min(measured)
+        clear = [arch for gap, arch, is_clear in measured if is_clear]
+        set_lines.append(f"- {row[label_column]}: gains most on {best[1]} ({best[0]:+.2f} points) and least on "
+                         f"{worst[1]} ({worst[0]:+.2f} points); beats random real by more than both stds on "
+                         f"{len(clear)} of {len(measured)} architectures" + (f" ({', '.join(clear)})" if clear else "")
+                         + ".")
+    if set_lines:
+        lines += ["", "**Gain over random real images of the same dataset and size** (points of accuracy)."]
+        lines += set_lines
+        means = {arch: sum(g) / len(g) for arch, g in gains.items() if g}
+        top, bottom = max(means, key=means.get), min(means, key=means.get)
+        lines.append(f"- Averaged over the {len(set_lines)} distilled sets, {top} gains most ({means[top]:+.2f}) "
+                     f"and {bottom} least ({means[bottom]:+.2f}).")
+    return "\n".join(lines)
+
+
+def nas_agreement(summary: Mapping | pd.DataFrame) -> str:
+    """NAS (04): the distilled proxy's rank agreement with full data, against the seed-vs-seed ceiling."""
+    if isinstance(summary, pd.DataFrame):
+        summary = summary.iloc[0].to_dict()
+    rho, tau = float(summary["spearman"]), float(summary["kendall"])
+    ceiling = float(summary.get(CEILING, float("nan")))
+    sentences = [f"The ranking on the distilled set has Spearman ρ = {rho:.2f} (Kendall τ = {tau:.2f}) with the "
+                 "ranking on full data."]
+    if math.isnan(ceiling):
+        sentences.append("No seed-vs-seed ceiling was measured (one full-data seed), so ρ cannot be set against "
+                         "the noise of the full-data ranking itself.")
+    elif ceiling <= 0:
+        sentences.append(f"The full-data ranking does not agree with itself across two seeds (ρ = {ceiling:.2f}), "
+                         "so at this budget there is no stable ranking for the proxy to recover.")
+    elif rho >= ceiling:
+        sentences.append(f"That reaches the seed-vs-seed ceiling (ρ = {ceiling:.2f}): the proxy agrees with full "
+                         "data as well as a second full-data run does.")
+    else:
+        sentences.append(f"That is {ceiling - rho:.2f} below the seed-vs-seed ceiling (ρ = {ceiling:.2f}): two "
+                         "full-data runs agree with each other better than the proxy agrees with full data.")
+    full, distilled = summary.get("best on full data"), summary.get("best on distilled data")
+    if full is not None and distilled is not None:
+        sentences.append(f"Both pick {full}." if full == distilled
+                         else f"Full data picks {full}, the distilled set {distilled}.")
+    t_full, t_distilled = summary.get("search time full data (s)"), summary.get("search time distilled (s)")
+    if t_full is not None and t_distilled is not None and float(t_full) > 0 and float(t_distilled) > 0:
+        ratio = float(t_full) / float(t_distilled)
+        how = f"{ratio:.1f} times less" if ratio >= 1 else f"{1 / ratio:.1f} times more"
+        sentences.append(f"The distilled search took {float(t_distilled):.1f} s against {float(t_full):.1f} s on "
+                         f"full data: {how} time.")
+    return " ".join(sentences)
+
+
+def baseline_summary(table: pd.DataFrame, published: Mapping[str, float] | None = None,
+                     distilled_images: int = 100) -> str:
+    """Full-data baselines (01): accuracy against the published whole-data number, and per-epoch cost against a
+    distilled set of `distilled_images` images."""
+    published = published or {}
+    lines = []
+    for _, row in table.iterrows():
+        accuracy, epochs = float(row["test accuracy (%)"]), int(row["epochs"])
+        text = f"- {row['dataset']}: {accuracy:.2f} % test accuracy after {epochs} epoch{'s' * (epochs != 1)}"
+        if row["dataset"] in published:
+            gap = round(published[row["dataset"]] - accuracy, 2)
+            where = (f"{gap:.2f} points below" if gap > 0 else f"{-gap:.2f} points above" if gap < 0 else "equal to")
+            text += f", {where} the published whole-data ConvNet accuracy ({published[row['dataset']]:g} %)"
+        images, macs = int(row["train images"]), float(row["MACs per image (M)"])
+        text += (f". One forward pass costs {macs:.1f} M MACs, an epoch over {images:,} images "
+                 f"{images * macs / 1e6:.2f} T MACs; a set of {distilled_images} images needs "
+                 f"{images / distilled_images:,.0f} times fewer per epoch.")
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def mhist_summary(table: pd.DataFrame, column: str = BALANCED_COLUMN, accuracy_column: str = DSA_COLUMN,
+                  chance: float = 50.0) -> str:
+    """MHIST (05): distilled sets against a constant prediction's balanced accuracy, the majority-class accuracy
+    and the full training set."""
+    distilled = _distilled(table)
+    scored = [(parse(r[column]), _set_name(r), r[column]) for _, r in distilled.iterrows()]
+    scored = [s for s in scored if s[0] is not None]
+    if not scored:
+        return f"No distilled set has a measured {_label(column)}."
+    above = [name for cell, name, _ in scored if cell[0] - chance > cell[1]]
+    lines = [f"- {len(above)} of {len(scored)} distilled sets are above {chance:g} % {_label(column)} (any constant "
+             "prediction's) by more than their std" + (f"; not: {', '.join(n for _, n, _ in scored if n not in above)}"
+                                                         if len(above) < len(scored) else "") + "."]
+    majority = table[table["method"] == MAJORITY]
+    if not majority.empty and accuracy_column in table.columns and parse(majority[accuracy_column].iloc[0]):
+        level = parse(majority[accuracy_column].iloc[0])[0]
+        accuracies = [parse(r[accuracy_column]) for _, r in distilled.iterrows()]
+        accuracies = [a for a in accuracies if a is not None]
+        beat = sum(a[0] > level for a in accuracies)
+        lines.append(f"- {beat} of {len(accuracies)} distilled sets have a plain accuracy above the majority-class "
+                     f"floor ({level:.2f} %).")
+    full = table[table["method"] == FULL]
+    if not full.empty and parse(full[column].iloc[0]):
+        (best, name, cell), level = max(scored, key=lambda s: s[0][0]), parse(full[column].iloc[0])[0]
+        gap = round(level - best[0], 2)
+        where = f"{gap:.2f} points ahead of" if gap > 0 else f"{-gap:.2f} points behind" if gap < 0 else "level with"
+        lines.append(f"- The full training set ({level:.2f} %) is {where} the best distilled set, {name} ({cell}).")
+    return f"**MHIST, {_label(column)}.**\n\n" + "\n".join(lines)
+
+
+def best_summary(best: pd.DataFrame) -> str:
+    """Comparison (08): per dataset and ipc, the best distilled set's margin over random real images."""
+    lines = []
+    for _, row in best.iterrows():
+        ours, floor = parse(row["best (%)"]), parse(row["random real (%)"])
+        if ours is None or floor is None:
+            continue
+        gap = round(ours[0] - floor[0], 2)
+        where = (f"{gap:.2f} points above" if gap > 0 else f"{-gap:.2f} points below" if gap < 0 else "level with")
+        lines.append(f"- {row['dataset']}, ipc {row['ipc']} ({row['metric']}): the best distilled set, "
+                     f"{row['best set']} ({row['best (%)']}), is {where} random real ({row['random real (%)']}), "
+                     f"{_spread(gap, (ours[1], floor[1]))}; {row['sets above random real']} sets are above "
+                     "random real.")
+    if not lines:
+        return "No dataset has both a distilled set and a random-real floor."
+    return "\n".join(lines)
+
+
+def cost_per_iteration(table: pd.DataFrame) -> str:
+    """Comparison (08): mean wall-clock seconds per distillation iteration of each method on each dataset,
+    cheapest first."""
+    distilled = _distilled(table).copy()
+    distilled["_iterations"] = pd.to_numeric(distilled["iterations"], errors="coerce")
+    distilled["_seconds"] = pd.to_numeric(distilled["distillation time (s)"], errors="coerce")
+    distilled = distilled[(distilled["_iterations"] > 0) & (distilled["_seconds"] > 0)]
+    lines = []
+    for dataset, group in distilled.groupby("dataset", sort=False):
+        per = (group["_seconds"] / group["_iterations"]).groupby(group["method"]).mean().sort_values()
+        lines.append(f"- {dataset}: " + ", ".join(f"{m} {s:.2f} s" for m, s in per.items())
+                     + (f" — {per.index[0]} is the cheapest per iteration here." if len(per) > 1 else "."))
+    if not lines:
+        return "No distilled set records both its iterations and its distillation time."
+    return "**Distillation seconds per iteration** (mean over sets, cheapest first).\n\n" + "\n".join(lines)

@@ -1,0 +1,73 @@
+"""The README's results block, generated from `results/summary.md` (its run stamp and its targets table), so that
+the README never states numbers the committed results do not hold: `python -m utils.readme_results`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from utils.comparison import STAMP_PREFIX, TARGETS_TITLE
+from utils.paths import PROJECT_ROOT, RESULTS_DIR
+from utils.results import atomic_write
+
+START = "<!-- results:start -->"
+END = "<!-- results:end -->"
+
+
+def targets_lines(summary_text: str) -> list[str]:
+    """The lines of the targets table under summary.md's '## Targets (issue 10)' heading (none if absent)."""
+    lines = summary_text.splitlines()
+    heading = f"## {TARGETS_TITLE}"
+    if heading not in lines:
+        return []
+    table = []
+    for line in lines[lines.index(heading) + 1:]:
+        if line.startswith("|"):
+            table.append(line)
+        elif table or line.startswith("#"):
+            break
+    return table
+
+
+def render(summary_text: str) -> str:
+    """The README block (without the markers) for a summary.md's text: its run stamp and targets table, or one
+    line saying that the summary predates the targets table."""
+    note = ("<!-- generated from results/summary.md by `python -m utils.readme_results` "
+            "(and by `make results`); do not edit by hand -->")
+    table = targets_lines(summary_text)
+    if not table:
+        return "\n".join([note, "", "The committed [`results/summary.md`](results/summary.md) predates the "
+                          "targets table (issue 10); run `make results` to measure against the targets."])
+    stamp = next((line for line in summary_text.splitlines() if line.startswith(STAMP_PREFIX)),
+                 f"{STAMP_PREFIX} wall time, machine and commit not recorded in results/summary.md.")
+    return "\n".join([note, "", f"{TARGETS_TITLE}, from [`results/summary.md`](results/summary.md):", "", stamp,
+                      "", *table])
+
+
+def block(readme_text: str) -> str:
+    """The text between README's results markers (stripped)."""
+    if START not in readme_text or END not in readme_text:
+        raise ValueError(f"README has no {START} … {END} block")
+    return readme_text.split(START, 1)[1].split(END, 1)[0].strip()
+
+
+def update_readme(readme_path: str | Path = PROJECT_ROOT / "README.md",
+                  summary_path: str | Path = RESULTS_DIR / "summary.md") -> Path:
+    """Replace README's results block with `render(summary.md)`, atomically."""
+    readme_path = Path(readme_path)
+    text = readme_path.read_text()
+    block(text)  # the markers must be there
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    new = f"{head}{START}\n{render(Path(summary_path).read_text())}\n\n{END}{tail}"
+    return atomic_write(readme_path, lambda p: p.write_text(new))
+
+
+def main() -> int:
+    """Command-line entry point: regenerate the block of the repository's README from results/summary.md."""
+    print(f"updated {update_readme()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

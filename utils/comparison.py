@@ -305,10 +305,10 @@ def write_summary(results_dir: str | Path, ours: pd.DataFrame, best: pd.DataFram
         f"## {TARGETS_TITLE}", "",
         f"Accuracy (%) with DSA at 10 images per class against the GPU numbers of the {COURSE_REPORT}, rounded up; "
         "MHIST: the best distilled set against random real images of the same size.", "",
-        "The last column extrapolates each set's accuracy-vs-iterations curve (accuracy at 1/3, 2/3 and all of its "
-        "iterations, `tables/*_curves.csv`, figures `*_accuracy_vs_iterations.png`) linearly in log(iterations) "
-        "from its last two points: a rough estimate of the distillation budget the target needs at this evaluation "
-        "protocol, not a measurement.", "",
+        "The last column extrapolates each set's accuracy-vs-iterations curve (accuracy part-way through and at the "
+        "end of its iterations, `tables/*_curves.csv`, figures `*_accuracy_vs_iterations.png`) linearly in "
+        "log(iterations) from its last two points: a rough estimate of the distillation budget the target needs at "
+        "this evaluation protocol, not a measurement.", "",
         targets_table(ours, metadata["profile"], gather_curves(root)).fillna("-").to_markdown(index=False), "",
         "## The best distilled set per dataset, against random real images of the same size", "",
         best.to_markdown(index=False), "",

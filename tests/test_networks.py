@@ -96,3 +96,19 @@ def test_unknown_network_lists_allowed_names():
 def test_convnet_too_deep_for_image_is_an_error():
     with pytest.raises(ValueError, match="too deep"):
         get_network("ConvNetD6", 3, 10, 32)
+
+
+@pytest.mark.parametrize("kernel, padding", [(3, 3), (5, 4), (3, 1)])
+def test_first_conv_is_the_padded_conv_it_replaces(kernel, padding):
+    from networks import FirstConv
+
+    torch.manual_seed(0)
+    ours, reference = FirstConv(1, 8, kernel, padding), torch.nn.Conv2d(1, 8, kernel, padding=padding)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 1, 28, 28, requires_grad=True)
+    out, expected = ours(x), reference(x)
+    torch.testing.assert_close(out, expected)
+    grads = torch.autograd.grad(out.square().sum(), [x, ours.weight])
+    expected_grads = torch.autograd.grad(expected.square().sum(), [x, reference.weight])
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)

@@ -48,6 +48,7 @@ class DistillStudySettings:
     datasets: tuple[str, ...] = ("MNIST", "CIFAR10")
     ipcs: tuple[int, ...] = (1, 10, 50)
     inits: tuple[str, ...] = ("real", "noise")
+    variants: tuple[str, ...] = ("plain", "dsa")   # how 02 trains its evaluation networks (06, 07: always DSA)
 
 
 @dataclass(frozen=True)
@@ -167,23 +168,25 @@ PAPER_MHIST_MTT = {ipc: TrajectoryMatchingConfig.paper_settings(ipc, num_experts
 
 PAPER = Profile(name="paper", mtt=PAPER_MTT, mhist=MhistSettings(mtt=PAPER_MHIST_MTT))
 
-# cpu: every budget sized by CPU-seconds measured on the project's 2-core VM (issue 10). Evaluation keeps the
-# published protocol (300 epochs, 5 networks, DSA for every distilled set); the random-real floor spreads its networks
-# over 3 subsets, and each distillation is also evaluated halfway through its iterations (the curve that says what a
-# longer budget would buy). DM gets the most iterations because its step is the cheapest (0.15 s at real batch 64 vs
-# 7.5 s for a GM iteration with loops (10, 5, 5) on CIFAR-10). MTT runs without ZCA, so it takes the authors' no-ZCA
-# image lr (1000, as their CIFAR-10 ipc-50 and Tiny ImageNet commands): at the ZCA-tuned 100 the CIFAR-10 ipc-10
-# images moved only 3.9 % (rms, relative) in 30 iterations. In 03, AlexNet, VGG11 and ResNet18 cost 0.5, 0.9 and
-# 1.2 s per epoch on 100 images (1 thread), so they train for fewer epochs than the protocol's 300; at lr 0.01,
-# ResNet18 reached 19.6 % after 50 epochs on random real images and 25.2 % at lr 0.05, which it uses (measured here).
+# cpu: every budget sized by CPU-seconds measured on the project's 2-core AMX VM, one process with 2 threads (issue 10):
+# a ConvNet evaluation network (300 epochs on 100 images with DSA, then the 10k test images) costs 35 s on MNIST and
+# 25 s on CIFAR-10, and the published protocol (5 networks per headline set, random-real floor over 3 subsets, one
+# curve point per set) takes about half of the two hours, so 02 evaluates with DSA only. A GM iteration with loops
+# (10, 5, 5) at real batch 64 costs 7.5 s, a DM iteration at real batch 64 0.44 s (MNIST) / 0.16 s (CIFAR-10), an
+# MTT iteration about 3 s. Each distillation is also evaluated halfway through its iterations (the curve that says
+# what a longer budget would buy). MTT runs without ZCA, so it takes the authors' no-ZCA image lr (1000, as their
+# CIFAR-10 ipc-50 and Tiny ImageNet commands): at the ZCA-tuned 100 the CIFAR-10 ipc-10 images moved only 3.9 %
+# (rms, relative) in 30 iterations. In 03, AlexNet, VGG11 and ResNet18 cost 0.5, 0.9 and 1.2 s per epoch on 100
+# images (1 thread), so they train for fewer epochs than the protocol's 300; at lr 0.01, ResNet18 reached 19.6 %
+# after 50 epochs on random real images and 25.2 % at lr 0.05, which it uses (measured here).
 CPU = Profile(
     name="cpu",
     evaluation=EvaluationSettings(n_models=5, epochs=300, dsa_epochs=300, curve_points=1, curve_models=1),
     baseline=BaselineSettings(epochs=2),
-    study=DistillStudySettings(ipcs=(10,)),
+    study=DistillStudySettings(ipcs=(10,), variants=("dsa",)),
     gm=GradientMatchingConfig(iterations=15, real_batch=64, loops=((10, 5, 5),)),
-    dm=DistributionMatchingConfig(iterations=800, real_batch=64, checkpoint_every=100),
-    mtt=TrajectoryMatchingConfig(iterations=50, syn_steps=10, batch_syn=50, expert_epochs=2, max_start_epoch=2,
+    dm=DistributionMatchingConfig(iterations=600, real_batch=64, checkpoint_every=100),
+    mtt=TrajectoryMatchingConfig(iterations=30, syn_steps=10, batch_syn=50, expert_epochs=2, max_start_epoch=2,
                                  lr_img=1000.0, lr_teacher=0.01, num_experts=2, expert_train_images=10000),
     cross_arch=CrossArchSettings(datasets=("CIFAR10",), inits=("real",), epochs=300, n_models=3, test_images=1000,
                                  budgets=(("AlexNet", 40, 0.05), ("VGG11", 30, None), ("ResNet18", 40, 0.05))),

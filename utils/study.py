@@ -270,10 +270,11 @@ def write_curves(run: NotebookRun, results: list[SetResult], prefix: str, metric
 
 
 def distillation_study(run: NotebookRun, method: str, prefix: str,
-                       variants: tuple[str, ...] = ("plain", "dsa")) -> pd.DataFrame:
+                       variants: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Distil and evaluate every (dataset, ipc, init) of the profile's study under each evaluation variant;
     save the table and figures."""
     study = run.profile.study
+    variants = variants or study.variants
     units = []
     for name in study.datasets:
         data = run.load(name)

@@ -1,0 +1,125 @@
+"""Accuracy-vs-iterations snapshots, the floor over several random subsets, run order, per-architecture budgets
+and the NAS ceiling (issue 10)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from utility import SyntheticEvaluation
+from utils import pipeline
+from utils.distill.base import run_distillation
+from utils.nas import ceiling
+from utils.profiles import CrossArchSettings, get_profile
+from utils.study import FLOOR, SetResult, curve_table, merge_evaluations, snapshot_iterations
+from utils.synthetic import SyntheticSet
+
+CPU = torch.device("cpu")
+
+
+class Counter:
+    """A stand-in distiller whose images count its steps (so a snapshot shows when it was taken)."""
+
+    def __init__(self):
+        self.x, self.steps = torch.zeros(1, 1, 2, 2), 0
+
+    def step(self) -> float:
+        self.steps += 1
+        self.x += 1
+        return float(self.steps)
+
+    def state_dict(self) -> dict:
+        return {"x": self.x.clone(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.x, self.steps = state["x"].clone(), state["steps"]
+
+    def synthetic(self):
+        return self.x, torch.zeros(1, dtype=torch.long), 0.5 * self.steps
+
+
+def evaluation(*accuracies: float) -> SyntheticEvaluation:
+    return SyntheticEvaluation("ConvNet", [{"accuracy": a} for a in accuracies], [1.0] * len(accuracies))
+
+
+@pytest.mark.parametrize("iterations, points, expected", [(15, 1, (8,)), (30, 2, (10, 20)), (2, 1, (1,)),
+                                                          (1, 1, ()), (100, 0, ())])
+def test_snapshot_iterations_lie_strictly_inside_the_run(iterations, points, expected):
+    assert snapshot_iterations(iterations, points) == expected
+
+
+def test_a_run_keeps_the_images_and_lr_of_each_snapshot_and_saves_them(tmp_cache, tmp_path):
+    data = SimpleNamespace(name="CIFAR10", mean=[0.0] * 3, std=[1.0] * 3)
+    result = run_distillation(Counter(), iterations=6, config={"run": "snapshots"}, data=data, checkpoint_every=2,
+                              device=CPU, desc="t", snapshots_at=(2, 4))
+    assert sorted(result.snapshots) == [2, 4]
+    assert result.snapshots[2]["images"].flatten().tolist() == [2.0] * 4
+    assert result.snapshots[4]["lr"] == 2.0 and result.images.flatten().tolist() == [6.0] * 4
+    loaded = SyntheticSet.load(result.save(tmp_path / "set.pt"))
+    assert sorted(loaded.snapshots) == [2, 4]
+    torch.testing.assert_close(loaded.snapshots[4]["images"], result.snapshots[4]["images"])
+
+
+def test_a_resumed_run_keeps_the_snapshots_taken_before_the_interruption(tmp_cache):
+    data = SimpleNamespace(name="CIFAR10", mean=[0.0] * 3, std=[1.0] * 3)
+
+    class Failing(Counter):
+        def step(self) -> float:
+            if self.steps == 3:
+                raise KeyboardInterrupt
+            return super().step()
+
+    config = {"run": "resumed snapshots"}
+    with pytest.raises(KeyboardInterrupt):
+        run_distillation(Failing(), iterations=6, config=config, data=data, checkpoint_every=2, device=CPU,
+                         desc="t", snapshots_at=(2, 4))
+    result = run_distillation(Counter(), iterations=6, config=config, data=data, checkpoint_every=2, device=CPU,
+                              desc="t", snapshots_at=(2, 4))
+    assert sorted(result.snapshots) == [2, 4]
+    assert result.snapshots[2]["images"].flatten().tolist() == [2.0] * 4
+
+
+def test_curve_table_ends_with_the_final_evaluation_and_skips_floors():
+    floor = SetResult(FLOOR, "CIFAR10", 10, "-", {"dsa": evaluation(0.3, 0.3)})
+    distilled = SetResult("Distribution matching", "CIFAR10", 10, "real", {"dsa": evaluation(0.40, 0.42)},
+                          iterations=800, curve={400: evaluation(0.38)})
+    table = curve_table([floor, distilled])
+    assert table["iteration"].tolist() == [400, 800]
+    assert table["accuracy (%)"].tolist() == [38.0, 41.0]
+    assert table["models"].tolist() == [1, 2]
+
+
+def test_merged_floor_keeps_every_network_of_every_subset():
+    merged = merge_evaluations([evaluation(0.2, 0.3), evaluation(0.4), evaluation(0.5, 0.6)])
+    assert len(merged.runs) == 5 and merged.mean() == pytest.approx(0.4)
+
+
+def test_profiles_spread_the_floor_over_at_least_three_subsets():
+    for name in ("cpu", "paper"):
+        assert get_profile(name).evaluation.floor_subsets >= 3
+
+
+def test_cross_architecture_runs_after_every_method_and_before_the_comparison():
+    order = [p.name[:2] for p in pipeline.notebooks()]
+    assert order.index("03") > max(order.index("02"), order.index("06"), order.index("07"))
+    numbered = sorted(p.name[:2] for p in pipeline.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    assert order[-1] == "08" and sorted(order) == numbered
+
+
+def test_an_architecture_budget_overrides_the_shared_one():
+    settings = CrossArchSettings(epochs=300, budgets=(("ResNet18", 40, 0.05), ("VGG11", 30, None)))
+    assert settings.budget("ResNet18") == (40, 0.05)
+    assert settings.budget("VGG11") == (30, None)
+    assert settings.budget("LeNet") == (300, None)
+
+
+def test_nas_ceiling_is_the_rank_agreement_of_two_seeds():
+    table = pd.DataFrame({"full-data accuracy, seed 0 (%)": [1.0, 2.0, 3.0, 4.0],
+                          "full-data accuracy, seed 1 (%)": [1.5, 2.5, 3.5, 4.5]})
+    assert ceiling(table, [0, 1])["ceiling spearman (full data, seed vs seed)"] == pytest.approx(1.0)
+    table["full-data accuracy, seed 1 (%)"] = [4.0, 3.0, 2.0, 1.0]
+    assert ceiling(table, [0, 1])["ceiling spearman (full data, seed vs seed)"] == pytest.approx(-1.0)
+    assert pd.isna(ceiling(table, [0])["ceiling spearman (full data, seed vs seed)"])

@@ -18,7 +18,7 @@ from utils.data import Dataset
 from utils.distill import METHOD_LABELS, DistillTask, build_set, distill_key
 from utils.distill.base import config_hash, load_matching, tensor_digest
 from utils.distill.experts import zca_whiten
-from utils.executor import Pool, derive
+from utils.executor import LOCAL, Pool, derive
 from utils.notebook import NotebookRun
 from utils.paths import cache_dir, read_cache, write_cache
 from utils.plots import accuracy_curves, loss_curves, synthetic_before_after
@@ -99,15 +99,13 @@ def submit_evaluation(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Te
 def evaluate_cached(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
                     architecture: str = "ConvNet", lr: float | None = None, epochs: int | None = None,
                     n_models: int | None = None) -> SyntheticEvaluation:
-    """`run.evaluate`, cached by the training set's content and every evaluation setting."""
-    settings = {"architecture": architecture, "lr": lr, "epochs": epochs, "n_models": n_models}
-    path = _evaluation_path(run, x, y, data, dsa=dsa, **settings)
-    saved = read_cache(path, lambda p: _evaluation_from_json(p.read_text()))
-    if saved is not None:
-        return saved
-    result = _evaluate(run, x, y, data, dsa=dsa, **settings)
-    write_cache(path, lambda p: p.write_text(json.dumps(asdict(result))))
-    return result
+    """`run.evaluate`, cached by the training set's content and every evaluation setting (`submit_evaluation`
+    run in this process)."""
+    found: list[SyntheticEvaluation] = []
+    with LOCAL.pool("evaluation", unit="unit") as pool:
+        submit_evaluation(pool, run, x, y, data, dsa=dsa, done=found.append, architecture=architecture, lr=lr,
+                          epochs=epochs, n_models=n_models)
+    return found[0]
 
 
 def _evaluation_from_json(text: str) -> SyntheticEvaluation:

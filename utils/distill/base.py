@@ -45,6 +45,14 @@ class DistillTask:
         object.__setattr__(self, "ipc", int(self.ipc))
 
 
+def check_positive_ints(config, *names: str) -> None:
+    """Raise a ValueError naming the first of `names` that is not a positive integer on `config`."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 class Distiller(Protocol):
     """One method's state: `step` does one outer iteration and returns its loss."""
 

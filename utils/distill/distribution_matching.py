@@ -23,7 +23,7 @@ from torch import nn
 from networks import get_network
 from utils import compiled
 from utils.data import Dataset
-from utils.distill.base import DistillTask, SyntheticImages
+from utils.distill.base import DistillTask, SyntheticImages, check_positive_ints
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,7 @@ class DistributionMatchingConfig:
     checkpoint_every: int = 50
 
     def __post_init__(self):
-        if self.real_batch < 1:
-            raise ValueError(f"real_batch must be a positive integer, got {self.real_batch}")
+        check_positive_ints(self, "iterations", "real_batch")
 
 
 def dm_loss(real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor]) -> torch.Tensor:

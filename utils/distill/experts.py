@@ -21,7 +21,7 @@ from networks import get_network
 from utility import set_seed, train
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset, stratified_subset
-from utils.distill.base import config_hash, data_digest, tensor_digest
+from utils.distill.base import check_positive_ints, config_hash, data_digest, tensor_digest
 from utils.executor import LOCAL, Executor
 from utils.paths import cache_dir, read_cache
 from utils.progress import progress
@@ -45,9 +45,7 @@ class ExpertConfig:
     train_images: int | None = None   # None: the whole training set; else a stratified subset (cpu profile)
 
     def __post_init__(self):
-        for name in ("num_experts", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        check_positive_ints(self, "num_experts", "epochs", "batch_size")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from networks import get_network
 from utils import compiled
 from utils.data import Dataset
-from utils.distill.base import DistillTask, SyntheticImages
+from utils.distill.base import DistillTask, SyntheticImages, check_positive_ints
 
 DISTANCES = ("layerwise", "mse", "cos")
 # images per class -> (outer_loop, inner_loop), from the DC paper.
@@ -43,9 +43,7 @@ class GradientMatchingConfig:
     checkpoint_every: int = 10
 
     def __post_init__(self):
-        for name in ("iterations", "real_batch", "batch_train"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        check_positive_ints(self, "iterations", "real_batch", "batch_train")
 
     def loops_for(self, ipc: int) -> tuple[int, int]:
         """(outer_loop, inner_loop) for `ipc`; an ipc missing from the table is an error."""

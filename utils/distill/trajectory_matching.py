@@ -28,7 +28,7 @@ from torch.func import functional_call
 from networks import get_network
 from utils.compiled import autocast
 from utils.data import Dataset
-from utils.distill.base import DistillTask, SyntheticImages
+from utils.distill.base import DistillTask, SyntheticImages, check_positive_ints
 from utils.distill.experts import ExpertConfig, load_or_train_experts, zca_whiten
 
 MIN_LR = 1e-6
@@ -72,9 +72,7 @@ class TrajectoryMatchingConfig:
     checkpoint_every: int = 10
 
     def __post_init__(self):
-        for name in ("syn_steps", "expert_epochs", "max_start_epoch", "num_experts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        check_positive_ints(self, "iterations", "syn_steps", "expert_epochs", "max_start_epoch", "num_experts")
         if self.batch_syn is not None and self.batch_syn < 1:
             raise ValueError(f"batch_syn must be a positive integer or None (all images), got {self.batch_syn}")
         if self.lr_teacher < MIN_LR:

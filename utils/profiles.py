@@ -204,7 +204,7 @@ SMOKE = Profile(
     name="smoke",
     evaluation=EvaluationSettings(n_models=2, epochs=2, dsa_epochs=2, test_images=200, curve_points=1),
     baseline=BaselineSettings(epochs=2, train_images=512),
-    study=DistillStudySettings(ipcs=(1,)),
+    study=DistillStudySettings(ipcs=(1,), variants=("dsa",)),   # as cpu: the committed run's path
     gm=GradientMatchingConfig(iterations=2, real_batch=8, loops=((1, 1, 1), (2, 2, 1)), checkpoint_every=1),
     dm=DistributionMatchingConfig(iterations=2, real_batch=8, checkpoint_every=1),
     mtt=TrajectoryMatchingConfig(iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=1, lr_teacher=0.01,

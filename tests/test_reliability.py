@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.fakes import fake_dataset
+from tests.fakes import Counter, fake_dataset
 from utility import SyntheticEvaluation
 from utils.comparison import gather, unevaluated_sets
 from utils.data import DatasetFormatError, DatasetNotFoundError, load_dataset
@@ -55,27 +55,6 @@ def crafted(path: Path, marker: Path) -> Path:
 def truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-
-
-class Counter:
-    """A stand-in distiller: each step adds one to a tensor."""
-
-    def __init__(self):
-        self.x, self.steps = torch.zeros(1, 1, 2, 2), 0
-
-    def step(self) -> float:
-        self.steps += 1
-        self.x += 1
-        return float(self.steps)
-
-    def state_dict(self) -> dict:
-        return {"x": self.x.clone()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.x = state["x"].clone()
-
-    def synthetic(self):
-        return self.x, torch.zeros(1, dtype=torch.long), None
 
 
 @dataclass

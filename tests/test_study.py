@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from fakes import Counter
 
 from utility import SyntheticEvaluation
 from utils import pipeline
@@ -18,27 +19,6 @@ from utils.study import FLOOR, SetResult, curve_table, merge_evaluations, snapsh
 from utils.synthetic import SyntheticSet
 
 CPU = torch.device("cpu")
-
-
-class Counter:
-    """A stand-in distiller whose images count its steps (so a snapshot shows when it was taken)."""
-
-    def __init__(self):
-        self.x, self.steps = torch.zeros(1, 1, 2, 2), 0
-
-    def step(self) -> float:
-        self.steps += 1
-        self.x += 1
-        return float(self.steps)
-
-    def state_dict(self) -> dict:
-        return {"x": self.x.clone(), "steps": self.steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.x, self.steps = state["x"].clone(), state["steps"]
-
-    def synthetic(self):
-        return self.x, torch.zeros(1, dtype=torch.long), 0.5 * self.steps
 
 
 def evaluation(*accuracies: float) -> SyntheticEvaluation:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from utils.distill import METHOD_LABELS
+from utils.interpretation import parse
 from utils.results import atomic_write, code_commit, read_metadata, read_table
 from utils.study import FLOOR
 from utils.synthetic import find_synthetic, parse_synthetic_name
@@ -145,12 +146,6 @@ def mean_of(summary: str) -> float:
     return float(str(summary).split(" ± ")[0])
 
 
-def std_of(summary: str) -> float:
-    """The std of a 'mean ± std' cell (0 for a bare number)."""
-    parts = str(summary).split(" ± ")
-    return float(parts[1]) if len(parts) > 1 else 0.0
-
-
 def _measured(cell) -> bool:
     return cell not in ("-", "", None) and cell == cell
 
@@ -214,7 +209,7 @@ def targets_table(table: pd.DataFrame, profile: str, curves: pd.DataFrame | None
         if not sets.empty and not floor.empty and _measured(floor[balanced].iloc[0]):
             best, floor_cell = sets.loc[sets[balanced].map(mean_of).idxmax()], floor[balanced].iloc[0]
             gain = mean_of(best[balanced]) - mean_of(floor_cell)
-            stds = std_of(best[balanced]), std_of(floor_cell)
+            stds = parse(best[balanced])[1], parse(floor_cell)[1]
             accuracy = mean_of(best["accuracy with DSA (%)"]) if _measured(best["accuracy with DSA (%)"]) else None
             met = gain >= gain_needed and gain > max(stds) and accuracy is not None and accuracy > majority
             row.update({run_column: f"{best['method']}, {best['init']} init: {gain:+.2f} points "

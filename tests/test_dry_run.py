@@ -9,6 +9,7 @@ import pytest
 import utils.dry_run as dry_run
 from utils.distill.trajectory_matching import TrajectoryMatchingConfig
 from utils.pipeline import main as pipeline_main
+from utils.profiles import CPU as CPU_PROFILE
 from utils.profiles import PAPER, SMOKE, MhistSettings
 
 CPU = dry_run.torch.device("cpu")
@@ -27,6 +28,18 @@ def test_every_paper_unit_passes_the_configuration_check():
     assert "mtt experts CIFAR10 (100 x 50 epochs)" in units
     assert set(table["notebook"]) == {"01", "02", "03", "04", "05", "06", "07"}
     assert (table["unit"] == "mtt experts MHIST (100 x 50 epochs)").sum() == 1, "one buffer per dataset"
+
+
+def test_evaluations_are_listed_as_the_studies_run_them():
+    """cpu profile: each set evaluated once with DSA plus one curve network; the random-real floor (6 networks over
+    3 subsets) once, in 02 (06 and 07 find it cached)."""
+    table = dry_run.dry_run(CPU_PROFILE, CPU, notebooks=("02", "07"))
+    assert table["unit"].is_unique
+    runs = table.set_index("unit")["runs"]
+    assert runs["evaluate random real CIFAR10 ipc10 (300 epochs)"] == 6
+    assert runs["evaluate dm CIFAR10 ipc10 noise (300 epochs)"] == 5
+    assert runs["evaluate curve dm CIFAR10 ipc10 noise (300 epochs)"] == 1
+    assert not table[table["notebook"] == "07"]["unit"].str.contains("random real").any()
 
 
 def test_a_configuration_the_real_run_would_reject_is_reported():

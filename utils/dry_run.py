@@ -102,18 +102,27 @@ def profile_units(profile: Profile) -> list[Unit]:
         units.append(_train_units("01", f"baseline {name}", name, _side(name, profile), "ConvNet",
                                   profile.baseline.train_images or SHAPES[name][2], 1, profile.baseline.epochs))
     ev, study = profile.evaluation, profile.study
+    epochs = {"plain": ev.epochs, "dsa": ev.dsa_epochs}
+    floor_runs = ev.floor_subsets * -(-ev.n_models // ev.floor_subsets)
     for notebook, method in NOTEBOOK_METHOD.items():
+        # 02 evaluates each of its variants, 06/07 with DSA only; the floor is evaluated once (02), then cached
+        variants = study.variants if notebook == "02" else ("dsa",)
+        curve_epochs = (epochs["dsa" if "dsa" in variants else variants[0]],)
         for name in study.datasets:
             side = _side(name, profile)
             for ipc in study.ipcs:
                 n = ipc * len(CLASS_NAMES[name])
-                units += _evaluations(notebook, f"random real {name} ipc{ipc}", name, side, "ConvNet", n,
-                                      ev.n_models, (ev.epochs, ev.dsa_epochs))
+                if notebook == "02":
+                    units += _evaluations(notebook, f"random real {name} ipc{ipc}", name, side, "ConvNet", n,
+                                          floor_runs, tuple(epochs[v] for v in variants))
                 for init in study.inits:
                     config = profile.method_config(method, ipc)
                     units += _distillation(notebook, method, name, side, ipc, init, config)
                     units += _evaluations(notebook, f"{method} {name} ipc{ipc} {init}", name, side, "ConvNet", n,
-                                          ev.n_models, (ev.epochs, ev.dsa_epochs))
+                                          ev.n_models, tuple(epochs[v] for v in variants))
+                    if ev.curve_points:
+                        units += _evaluations(notebook, f"curve {method} {name} ipc{ipc} {init}", name, side,
+                                              "ConvNet", n, ev.curve_points * ev.curve_models, curve_epochs)
     arch = profile.cross_arch
     for name in arch.datasets:
         for ipc in arch.ipcs:
@@ -136,13 +145,15 @@ def profile_units(profile: Profile) -> list[Unit]:
                               1, mhist.baseline_epochs))
     for ipc in mhist.ipcs:
         units += _evaluations("05", f"random real MHIST ipc{ipc}", "MHIST", mhist.im_size, mhist.architecture,
-                              2 * ipc, mhist.n_models, (mhist.eval_epochs,))
+                              2 * ipc, ev.floor_subsets * -(-mhist.n_models // ev.floor_subsets),
+                              (mhist.eval_epochs,))
         for method in METHODS:
             for init in mhist.inits:
                 units += _distillation("05", method, "MHIST", mhist.im_size, ipc, init,
                                        mhist.method_config(method, ipc))
                 units += _evaluations("05", f"{method} MHIST ipc{ipc} {init}", "MHIST", mhist.im_size,
-                                      mhist.architecture, 2 * ipc, mhist.n_models, (mhist.eval_epochs,))
+                                      mhist.architecture, 2 * ipc, mhist.n_models + ev.curve_points * ev.curve_models,
+                                      (mhist.eval_epochs,))
     return _unique(units)
 
 

@@ -157,6 +157,16 @@ class SetUnit:
     config: Any = None
 
 
+def curve_variant(variants) -> str:
+    """The variant a set's accuracy-vs-iterations curve is evaluated with: DSA wherever the study uses it."""
+    return "dsa" if "dsa" in variants else "plain"
+
+
+def floor_per_subset(n_models: int, subsets: int) -> int:
+    """Networks trained on each of the floor's `subsets` random subsets, so that at least `n_models` are trained."""
+    return -(-n_models // subsets)
+
+
 def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
                **evaluation) -> list[tuple[SetResult, SyntheticSet | None]]:
     """Distil (or reuse) every set and evaluate it like its floor, all as units of `run.executor` under one
@@ -165,7 +175,7 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
     out: list = [None] * len(units)
     curves: dict[int, dict[int, SyntheticEvaluation]] = {}
     ev = run.profile.evaluation
-    curve_variant = "dsa" if "dsa" in evaluation.get("variants", VARIANTS) else "plain"
+    curve = curve_variant(evaluation.get("variants", VARIANTS))
     with run.executor.pool(desc, unit="unit") as pool:
         for i, u in enumerate(units):
             if u.method is None:
@@ -191,7 +201,7 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
                 curves[i] = {}
                 for iteration, snap in synthetic.snapshots.items():
                     submit_evaluation(pool, run, snap["images"], synthetic.labels, evaluation_data(synthetic, u.data),
-                                      dsa=VARIANTS[curve_variant], lr=snap["lr"], n_models=ev.curve_models,
+                                      dsa=VARIANTS[curve], lr=snap["lr"], n_models=ev.curve_models,
                                       **_single(evaluation),
                                       done=lambda r, i=i, it=iteration: curves[i].__setitem__(it, r))
                 submit_variants(pool, run, synthetic.images, synthetic.labels, evaluation_data(synthetic, u.data),
@@ -221,7 +231,7 @@ def submit_floor(pool: Pool, run: NotebookRun, data: Dataset, ipc: int,
     """The random-real floor: `n_models` networks spread over the profile's `floor_subsets` different random
     subsets of `ipc` real images per class, merged per evaluation variant."""
     subsets = run.profile.evaluation.floor_subsets
-    per_subset = -(-(n_models or run.profile.evaluation.n_models) // subsets)
+    per_subset = floor_per_subset(n_models or run.profile.evaluation.n_models, subsets)
     parts: dict[int, dict[str, SyntheticEvaluation]] = {}
 
     def collect(j: int, evs: dict[str, SyntheticEvaluation]) -> None:

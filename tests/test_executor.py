@@ -50,7 +50,7 @@ def _study(notebook: str, executor, out, data_root, fresh: bool = True) -> pd.Da
     run.executor = executor
     if notebook.startswith("06"):
         for name in run.profile.study.datasets:
-            prepare_experts(run.load(name), run.profile.method_config("mtt", 1).expert_config(), seed=EXPERT_SEED,
+            prepare_experts(run.load(name), run.profile.method_config("mtt", name, 1).expert_config(), seed=EXPERT_SEED,
                             device=run.device, precision=run.precision, executor=executor)
         return study.distillation_study(run, "mtt", notebook, variants=("dsa",))
     return study.distillation_study(run, "gm", notebook)

@@ -4,15 +4,16 @@ committed results/ folder is never touched; the pipeline and profiles reject bad
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import nbformat
 import pandas as pd
 import pytest
 
 from utils import pipeline
-from utils.distill import METHODS
+from utils.distill import METHODS, DistributionMatchingConfig
 from utils.paths import RESULTS_DIR
-from utils.profiles import PROFILES, get_profile
+from utils.profiles import PROFILES, SMOKE, get_profile
 from utils.results import read_metadata, read_table
 from utils.synthetic import SyntheticSet, find_synthetic
 
@@ -118,14 +119,26 @@ def test_pipeline_rejects_bad_input(tmp_path):
 def test_every_profile_configures_every_method_for_its_study(name):
     profile = get_profile(name)
     for method in METHODS:
-        for ipc in profile.study.ipcs:
-            config = profile.method_config(method, ipc)
-            if method == "gm":
-                config.loops_for(ipc)
+        for dataset in profile.study.datasets:
+            for ipc in profile.study.ipcs:
+                config = profile.method_config(method, dataset, ipc)
+                if method == "gm":
+                    config.loops_for(ipc)
         for ipc in profile.mhist.ipcs:
             config = profile.mhist.method_config(method, ipc)
             assert config.architecture == f"ConvNetD{profile.mhist.depth}W{profile.mhist.width}"
             if method == "gm":
                 config.loops_for(ipc)
     with pytest.raises(ValueError, match="Unknown method"):
-        profile.method_config("kip", 10)
+        profile.method_config("kip", "CIFAR10", 10)
+
+
+def test_a_method_budget_can_differ_per_dataset():
+    per_dataset = replace(SMOKE, dm={"MNIST": DistributionMatchingConfig(iterations=3),
+                                     "CIFAR10": {1: DistributionMatchingConfig(iterations=7)}})
+    assert per_dataset.method_config("dm", "MNIST", 1).iterations == 3
+    assert per_dataset.method_config("dm", "CIFAR10", 1).iterations == 7
+    with pytest.raises(ValueError, match="dataset='SVHN'; this profile has CIFAR10, MNIST"):
+        per_dataset.method_config("dm", "SVHN", 1)
+    with pytest.raises(ValueError, match="No dm configuration for ipc=10"):
+        per_dataset.method_config("dm", "CIFAR10", 10)

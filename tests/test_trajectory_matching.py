@@ -48,7 +48,7 @@ def test_registered():
 def test_paper_profile_uses_the_paper_settings_of_each_ipc():
     """Every MTT field the authors set for an ipc (PAPER_SETTINGS) is what the `paper` profile distils with."""
     for ipc in PAPER.study.ipcs:
-        config = PAPER.method_config("mtt", ipc)
+        config = PAPER.method_config("mtt", "CIFAR10", ipc)
         assert {k: getattr(config, k) for k in PAPER_SETTINGS[ipc]} == PAPER_SETTINGS[ipc], ipc
     assert set(PAPER.study.ipcs) <= set(PAPER_SETTINGS)
     with pytest.raises(ValueError, match="ipc=5; allowed: 1, 10, 50"):

@@ -117,7 +117,7 @@ def profile_units(profile: Profile) -> list[Unit]:
                     units += _evaluations(notebook, f"random real {name} ipc{ipc}", name, side, "ConvNet", n,
                                           floor_runs, tuple(epochs[v] for v in variants))
                 for init in study.inits:
-                    config = profile.method_config(method, ipc)
+                    config = profile.method_config(method, name, ipc)
                     units += _distillation(notebook, method, name, side, ipc, init, config)
                     units += _evaluations(notebook, f"{method} {name} ipc{ipc} {init}", name, side, "ConvNet", n,
                                           ev.n_models, tuple(epochs[v] for v in variants))

@@ -110,7 +110,7 @@ class MhistSettings:
 
     def method_config(self, method: str, ipc: int):
         """The distillation configuration of `method` for MHIST, with this profile's ConvNet depth."""
-        return replace(_method_config(self, method, ipc), architecture=self.architecture)
+        return replace(_method_config(self, method, "MHIST", ipc), architecture=self.architecture)
 
 
 @dataclass(frozen=True)
@@ -122,26 +122,32 @@ class Profile:
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     study: DistillStudySettings = field(default_factory=DistillStudySettings)
-    gm: GradientMatchingConfig = field(default_factory=GradientMatchingConfig)
-    dm: DistributionMatchingConfig = field(default_factory=DistributionMatchingConfig)
-    mtt: TrajectoryMatchingConfig = field(default_factory=TrajectoryMatchingConfig)   # authors' CIFAR-10 ipc 10
+    # each method: one config, {ipc: config}, or {dataset: config or {ipc: config}} (see `method_config`)
+    gm: GradientMatchingConfig | dict = field(default_factory=GradientMatchingConfig)
+    dm: DistributionMatchingConfig | dict = field(default_factory=DistributionMatchingConfig)
+    mtt: TrajectoryMatchingConfig | dict = field(default_factory=TrajectoryMatchingConfig)   # authors' CIFAR-10 ipc 10
     cross_arch: CrossArchSettings = field(default_factory=CrossArchSettings)
     nas: NasSettings = field(default_factory=NasSettings)
     mhist: MhistSettings = field(default_factory=MhistSettings)
 
-    def method_config(self, method: str, ipc: int):
-        """The distillation configuration of `method` ('gm', 'dm' or 'mtt') for `ipc` in this profile."""
-        return _method_config(self, method, ipc)
+    def method_config(self, method: str, dataset: str, ipc: int):
+        """The distillation configuration of `method` ('gm', 'dm' or 'mtt') for `dataset` at `ipc` in this profile."""
+        return _method_config(self, method, dataset, ipc)
 
 
-
-def _method_config(settings, method: str, ipc: int):
-    """A method's config from a settings object: one config for every ipc, or a dict ipc -> config."""
+def _method_config(settings, method: str, dataset: str, ipc: int):
+    """A method's config from a settings object: one config for everything, a dict ipc -> config, or a dict
+    dataset name -> (config or dict ipc -> config), so a budget can go where it buys the most accuracy."""
     from utils.distill import METHODS
 
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; allowed: {', '.join(METHODS)}")
     config = getattr(settings, method)
+    if isinstance(config, dict) and all(isinstance(key, str) for key in config):
+        if dataset not in config:
+            raise ValueError(f"No {method} configuration for dataset={dataset!r}; this profile has "
+                             f"{', '.join(sorted(config))}")
+        config = config[dataset]
     if isinstance(config, dict):
         if ipc not in config:
             raise ValueError(f"No {method} configuration for ipc={ipc}; this profile has ipc {sorted(config)}")

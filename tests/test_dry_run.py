@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pytest
+import torch
 
 import utils.dry_run as dry_run
 from utils.distill.trajectory_matching import TrajectoryMatchingConfig
@@ -83,3 +85,15 @@ def test_mtt_memory_is_extrapolated_from_one_and_two_student_steps(monkeypatch):
     assert calls == [1, 2] and seconds == pytest.approx(1.0 + 0.5 * 29) and peak == pytest.approx(100 + 60 * 29)
     monkeypatch.setattr(dry_run, "_measured", lambda step, device: (1.0, 100.0 - 4 * step.__self__.config.syn_steps))
     assert dry_run._distill_step(unit, CPU, "fp32")[1] == pytest.approx(96.0), "noise never projects below 1 step"
+
+
+def test_a_step_is_timed_once_it_has_stopped_compiling():
+    calls = []
+
+    def step():   # slow on its first three calls (compiling, then recompiling for a new shape), fast afterwards
+        calls.append(1)
+        time.sleep(0.3 if len(calls) <= 3 else 0.02)
+
+    seconds, _ = dry_run._measured(step, torch.device("cpu"))
+    assert seconds < 0.1
+    assert len(calls) <= 1 + dry_run.MAX_TIMED_CALLS

@@ -198,13 +198,15 @@ def _fake_data(unit: Unit, per_class: int) -> Dataset:
 
 # torch.compile recompiles for dynamic shapes when a step meets a new shape, which can happen on the second or third
 # call (a DM MNIST step timed after one warm-up took 4.97 s against 1.35 s steady; DM MHIST ipc 10 still took 5.5 s
-# on its third call), so a step is timed until two calls in a row agree and the faster one counts.
+# on its third call, and two compiling calls in a row can take the same time), so a step is timed at least
+# MIN_TIMED_CALLS times, and again while its last call was clearly the fastest; the fastest call counts.
+MIN_TIMED_CALLS = 3
 MAX_TIMED_CALLS = 5
-AGREEMENT = 0.8   # two timings agree when the faster is at least this fraction of the slower
+AGREEMENT = 0.8   # a call is "clearly the fastest" when it takes less than this fraction of every earlier one
 
 
 def _measured(step: Callable[[], None], device: torch.device) -> tuple[float, float]:
-    """Steady seconds and peak MiB of `step`: one warm-up call, then timed calls until two in a row agree."""
+    """Steady seconds (the fastest timed call) and peak MiB of `step`, after one warm-up call."""
     step()
     timings: list[float] = []
     with PeakMemory(device) as memory:
@@ -216,9 +218,9 @@ def _measured(step: Callable[[], None], device: torch.device) -> tuple[float, fl
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             timings.append(time.perf_counter() - start)
-            if len(timings) >= 2 and min(timings[-2:]) >= AGREEMENT * max(timings[-2:]):
+            if len(timings) >= MIN_TIMED_CALLS and timings[-1] >= AGREEMENT * min(timings[:-1]):
                 break
-    return min(timings[-2:]), memory.peak_mib
+    return min(timings), memory.peak_mib
 
 
 def _train_step(unit: Unit, device: torch.device, precision: str) -> tuple[float, float]:

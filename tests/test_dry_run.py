@@ -6,7 +6,6 @@ import time
 from dataclasses import replace
 
 import pytest
-import torch
 
 import utils.dry_run as dry_run
 from utils.distill.trajectory_matching import TrajectoryMatchingConfig
@@ -94,6 +93,6 @@ def test_a_step_is_timed_once_it_has_stopped_compiling():
         calls.append(1)
         time.sleep(0.3 if len(calls) <= 3 else 0.02)
 
-    seconds, _ = dry_run._measured(step, torch.device("cpu"))
+    seconds, _ = dry_run._measured(step, CPU)
     assert seconds < 0.1
     assert len(calls) <= 1 + dry_run.MAX_TIMED_CALLS

@@ -39,7 +39,7 @@ from utils.distill import METHODS, DistillTask
 from utils.distill.base import PeakMemory
 from utils.distill.experts import ZCA_MAX_DIM
 from utils.profiles import PROFILES, Profile
-from utils.study import curve_variant, floor_per_subset
+from utils.study import curve_variant, floor_networks
 
 # channels, image side (None: the profile's MHIST resolution), training images of each dataset
 SHAPES = {"MNIST": (1, 28, 60000), "CIFAR10": (3, 32, 50000), "MHIST": (3, None, 2175)}
@@ -104,7 +104,7 @@ def profile_units(profile: Profile) -> list[Unit]:
                                   profile.baseline.train_images or SHAPES[name][2], 1, profile.baseline.epochs))
     ev, study = profile.evaluation, profile.study
     epochs = {"plain": ev.epochs, "dsa": ev.dsa_epochs}
-    floor_runs = ev.floor_subsets * floor_per_subset(ev.n_models, ev.floor_subsets)
+    floor_runs = floor_networks(ev.n_models, ev.floor_subsets)
     for notebook, method in NOTEBOOK_METHOD.items():
         # 02 evaluates each of its variants, 06/07 with DSA only; the floor is evaluated once (02), then cached
         variants = study.variants if notebook == "02" else ("dsa",)
@@ -146,7 +146,7 @@ def profile_units(profile: Profile) -> list[Unit]:
                               1, mhist.baseline_epochs))
     for ipc in mhist.ipcs:
         units += _evaluations("05", f"random real MHIST ipc{ipc}", "MHIST", mhist.im_size, mhist.architecture,
-                              2 * ipc, ev.floor_subsets * floor_per_subset(mhist.n_models, ev.floor_subsets),
+                              2 * ipc, floor_networks(mhist.n_models, ev.floor_subsets),
                               (mhist.eval_epochs,))
         for method in METHODS:
             for init in mhist.inits:

@@ -167,6 +167,11 @@ def floor_per_subset(n_models: int, subsets: int) -> int:
     return -(-n_models // subsets)
 
 
+def floor_networks(n_models: int, subsets: int) -> int:
+    """Networks the floor trains in all: `floor_per_subset` on each of its `subsets` random subsets."""
+    return subsets * floor_per_subset(n_models, subsets)
+
+
 def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
                **evaluation) -> list[tuple[SetResult, SyntheticSet | None]]:
     """Distil (or reuse) every set and evaluate it like its floor, all as units of `run.executor` under one

@@ -37,9 +37,11 @@ def test_evaluations_are_listed_as_the_studies_run_them():
     table = dry_run.dry_run(CPU_PROFILE, CPU, notebooks=("02", "07"))
     assert table["unit"].is_unique
     runs = table.set_index("unit")["runs"]
-    assert runs["evaluate random real CIFAR10 ipc10 (300 epochs)"] == 6
-    assert runs["evaluate dm CIFAR10 ipc10 noise (300 epochs)"] == 5
-    assert runs["evaluate curve dm CIFAR10 ipc10 noise (300 epochs)"] == 1
+    assert runs["evaluate random real CIFAR10 ipc10 with DSA (300 epochs)"] == 6
+    assert runs["evaluate dm CIFAR10 ipc10 noise with DSA (300 epochs)"] == 5
+    assert runs["evaluate curve dm CIFAR10 ipc10 noise with DSA (300 epochs)"] == 1
+    evaluations = table[table["unit"].str.startswith("evaluate")]
+    assert evaluations["unit"].str.contains("with DSA").all(), "cpu: 02 and 07 evaluate with DSA only"
     assert not table[table["notebook"] == "07"]["unit"].str.contains("random real").any()
 
 
@@ -80,10 +82,24 @@ def test_mtt_memory_is_extrapolated_from_one_and_two_student_steps(monkeypatch):
     monkeypatch.setattr(dry_run, "_measured", fake_measured)
     unit = next(u for u in dry_run.profile_units(SMOKE) if u.method == "mtt")
     unit = replace(unit, config=replace(unit.config, syn_steps=30))
-    seconds, peak = dry_run._distill_step(unit, CPU, "fp32")
-    assert calls == [1, 2] and seconds == pytest.approx(1.0 + 0.5 * 29) and peak == pytest.approx(100 + 60 * 29)
+    first, seconds, peak = dry_run._distill_step(unit, CPU, "fp32")
+    assert calls == [1, 2] and first == seconds == pytest.approx(1.0 + 0.5 * 29)
+    assert peak == pytest.approx(100 + 60 * 29)
     monkeypatch.setattr(dry_run, "_measured", lambda step, device: (1.0, 100.0 - 4 * step.__self__.config.syn_steps))
-    assert dry_run._distill_step(unit, CPU, "fp32")[1] == pytest.approx(96.0), "noise never projects below 1 step"
+    assert dry_run._distill_step(unit, CPU, "fp32")[2] == pytest.approx(96.0), "noise never projects below 1 step"
+
+
+def test_a_training_unit_splits_the_runs_fixed_cost_from_its_steps(monkeypatch):
+    """A run of 1 step costs 1.0 s and one of 4 steps 1.6 s: 0.2 s a step, so 300 steps cost 1.0 + 299 x 0.2."""
+    monkeypatch.setattr(dry_run, "_measured", lambda step, device, warm_up=True: (1.0 if warm_up else 1.6, 50.0))
+    unit = next(u for u in dry_run.profile_units(SMOKE) if u.what.startswith("evaluate") and u.dsa)
+    first, seconds, _ = dry_run._train_step(unit, CPU, "fp32")
+    assert (first, seconds) == pytest.approx((1.0, 0.6 / dry_run.EXTRA_STEPS))
+    unit = replace(unit, steps=300, runs=2)
+    monkeypatch.setattr(dry_run, "profile_units", lambda profile: [unit])
+    monkeypatch.setattr(dry_run, "_train_step", lambda unit, device, precision: (1.0, 0.2, 50.0))
+    hours = dry_run.dry_run(SMOKE, CPU, measure=True)["projected hours"].item()
+    assert hours == pytest.approx(round(2 * (1.0 + 299 * 0.2) / 3600, 3))
 
 
 def test_a_step_is_timed_once_it_has_stopped_compiling():

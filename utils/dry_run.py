@@ -7,8 +7,10 @@ builds at the dataset's shapes (on the meta device, so nothing is allocated), GM
 unit at full shapes on the chosen device (random images of the real shapes; MTT's experts replaced by random
 trajectories, since expert training is measured as its own training unit) and projects time and peak memory:
 
-- a training unit (evaluation, baseline, expert, cross-architecture, NAS) is measured as one SGD step at its
-  batch size, so the unit costs steps × that step;
+- a training unit (evaluation, baseline, expert, cross-architecture, NAS) is measured as a run of 1 and of
+  1 + EXTRA_STEPS SGD steps at its batch size, with DSA where the real run uses it; the difference is the cost of
+  a step and the rest the run's fixed cost (optimizer, scheduler, one sync per epoch), so a unit costs
+  runs × (first step + (steps - 1) × step): on a GPU a step takes milliseconds and the fixed cost is not small;
 - a GM iteration is measured with one outer loop (its memory does not grow with the loops) and scaled by
   `outer_loop`; a DM iteration is measured as it is;
 - an MTT iteration keeps the graph of all `syn_steps` student steps, so it is measured with 1 and 2 student steps
@@ -34,6 +36,7 @@ import torch
 import utils.distill.trajectory_matching as trajectory_matching
 from networks import get_network
 from utility import get_device, resolve_precision, train
+from utils.augment import DSA, strategy_for
 from utils.data import CLASS_NAMES, Dataset
 from utils.distill import METHODS, DistillTask
 from utils.distill.base import PeakMemory
@@ -59,6 +62,7 @@ class Unit:
     runs: int = 1
     steps: int = 0            # SGD steps per run (training units) or iterations (distillations)
     batch_size: int = 256
+    dsa: bool = False         # training units: trained with DSA augmentation
     method: str | None = None
     config: object = None
 
@@ -73,9 +77,9 @@ def _side(dataset: str, profile: Profile) -> int:
 
 
 def _train_units(notebook: str, what: str, dataset: str, side: int, architecture: str, images: int, runs: int,
-                 epochs: int, batch_size: int = 256) -> Unit:
+                 epochs: int, batch_size: int = 256, dsa: bool = False) -> Unit:
     steps = epochs * math.ceil(images / batch_size)
-    return Unit(notebook, what, dataset, side, architecture, images, runs, steps, min(batch_size, images))
+    return Unit(notebook, what, dataset, side, architecture, images, runs, steps, min(batch_size, images), dsa)
 
 
 def _distillation(notebook: str, method: str, dataset: str, side: int, ipc: int, init: str, config) -> list[Unit]:
@@ -86,14 +90,15 @@ def _distillation(notebook: str, method: str, dataset: str, side: int, ipc: int,
         images = experts.train_images or SHAPES[dataset][2]
         units.append(_train_units(notebook, f"mtt experts {dataset} ({experts.num_experts} x {experts.epochs} epochs)",
                                   dataset, side, config.architecture, images, experts.num_experts, experts.epochs,
-                                  experts.batch_size))
+                                  experts.batch_size, experts.dsa))
     return units
 
 
 def _evaluations(notebook: str, label: str, dataset: str, side: int, architecture: str, images: int, runs: int,
-                 epochs: tuple[int, ...]) -> list[Unit]:
-    return [_train_units(notebook, f"evaluate {label} ({e} epochs)", dataset, side, architecture, images, runs, e)
-            for e in epochs]
+                 budgets: tuple[tuple[int, bool], ...]) -> list[Unit]:
+    """One training unit per (epochs, with DSA) budget of an evaluation."""
+    return [_train_units(notebook, f"evaluate {label}{' with DSA' if dsa else ''} ({e} epochs)", dataset, side,
+                         architecture, images, runs, e, dsa=dsa) for e, dsa in budgets]
 
 
 def profile_units(profile: Profile) -> list[Unit]:
@@ -103,27 +108,27 @@ def profile_units(profile: Profile) -> list[Unit]:
         units.append(_train_units("01", f"baseline {name}", name, _side(name, profile), "ConvNet",
                                   profile.baseline.train_images or SHAPES[name][2], 1, profile.baseline.epochs))
     ev, study = profile.evaluation, profile.study
-    epochs = {"plain": ev.epochs, "dsa": ev.dsa_epochs}
+    budgets = {"plain": (ev.epochs, False), "dsa": (ev.dsa_epochs, True)}
     floor_runs = floor_networks(ev.n_models, ev.floor_subsets)
     for notebook, method in NOTEBOOK_METHOD.items():
         # 02 evaluates each of its variants, 06/07 with DSA only; the floor is evaluated once (02), then cached
         variants = study.variants if notebook == "02" else ("dsa",)
-        curve_epochs = (epochs[curve_variant(variants)],)
+        curve_budget = (budgets[curve_variant(variants)],)
         for name in study.datasets:
             side = _side(name, profile)
             for ipc in study.ipcs:
                 n = ipc * len(CLASS_NAMES[name])
                 if notebook == "02":
                     units += _evaluations(notebook, f"random real {name} ipc{ipc}", name, side, "ConvNet", n,
-                                          floor_runs, tuple(epochs[v] for v in variants))
+                                          floor_runs, tuple(budgets[v] for v in variants))
                 for init in study.inits:
                     config = profile.method_config(method, name, ipc)
                     units += _distillation(notebook, method, name, side, ipc, init, config)
                     units += _evaluations(notebook, f"{method} {name} ipc{ipc} {init}", name, side, "ConvNet", n,
-                                          ev.n_models, tuple(epochs[v] for v in variants))
+                                          ev.n_models, tuple(budgets[v] for v in variants))
                     if ev.curve_points:
                         units += _evaluations(notebook, f"curve {method} {name} ipc{ipc} {init}", name, side,
-                                              "ConvNet", n, ev.curve_points * ev.curve_models, curve_epochs)
+                                              "ConvNet", n, ev.curve_points * ev.curve_models, curve_budget)
     arch = profile.cross_arch
     for name in arch.datasets:
         for ipc in arch.ipcs:
@@ -131,7 +136,7 @@ def profile_units(profile: Profile) -> list[Unit]:
             for architecture in arch.architectures:
                 units += _evaluations("03", f"{sets} sets on {architecture} {name} ipc{ipc}", name,
                                       _side(name, profile), architecture, ipc * len(CLASS_NAMES[name]),
-                                      sets * arch.n_models, (arch.budget(architecture)[0],))
+                                      sets * arch.n_models, ((arch.budget(architecture)[0], False),))
     nas = profile.nas
     for depth in nas.depths:
         for width in nas.widths:
@@ -140,21 +145,22 @@ def profile_units(profile: Profile) -> list[Unit]:
                                       nas.full_train_images or SHAPES[nas.dataset][2], nas.full_seeds,
                                       nas.full_epochs))
             units += _evaluations("04", f"NAS {candidate} distilled", nas.dataset, side, candidate,
-                                  nas.ipc * len(CLASS_NAMES[nas.dataset]), nas.n_models, (nas.distilled_epochs,))
+                                  nas.ipc * len(CLASS_NAMES[nas.dataset]), nas.n_models,
+                                  ((nas.distilled_epochs, False),))
     mhist = profile.mhist
     units.append(_train_units("05", "baseline MHIST", "MHIST", mhist.im_size, mhist.architecture, SHAPES["MHIST"][2],
                               1, mhist.baseline_epochs))
     for ipc in mhist.ipcs:
         units += _evaluations("05", f"random real MHIST ipc{ipc}", "MHIST", mhist.im_size, mhist.architecture,
                               2 * ipc, floor_networks(mhist.n_models, ev.floor_subsets),
-                              (mhist.eval_epochs,))
+                              ((mhist.eval_epochs, True),))
         for method in METHODS:
             for init in mhist.inits:
                 units += _distillation("05", method, "MHIST", mhist.im_size, ipc, init,
                                        mhist.method_config(method, ipc))
                 units += _evaluations("05", f"{method} MHIST ipc{ipc} {init}", "MHIST", mhist.im_size,
                                       mhist.architecture, 2 * ipc, mhist.n_models + ev.curve_points * ev.curve_models,
-                                      (mhist.eval_epochs,))
+                                      ((mhist.eval_epochs, True),))
     return _unique(units)
 
 
@@ -205,29 +211,49 @@ MAX_TIMED_CALLS = 5
 AGREEMENT = 0.8   # a call is "clearly the fastest" when it takes less than this fraction of every earlier one
 
 
-def _measured(step: Callable[[], None], device: torch.device) -> tuple[float, float]:
+def _timed(call: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of one call, with the device's queued work finished before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    call()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _measured(step: Callable[[], object], device: torch.device, warm_up: bool = True) -> tuple[float, float]:
     """Steady seconds (the fastest timed call) and peak MiB of `step`, after one warm-up call."""
-    step()
+    if warm_up:
+        step()
     timings: list[float] = []
     with PeakMemory(device) as memory:
         while len(timings) < MAX_TIMED_CALLS:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            timings.append(time.perf_counter() - start)
+            timings.append(_timed(step, device))
             if len(timings) >= MIN_TIMED_CALLS and timings[-1] >= AGREEMENT * min(timings[:-1]):
                 break
     return min(timings), memory.peak_mib
 
 
-def _train_step(unit: Unit, device: torch.device, precision: str) -> tuple[float, float]:
+# A training unit is timed as a run of 1 step and of 1 + EXTRA_STEPS steps: their difference is the cost of a step.
+EXTRA_STEPS = 3
+
+
+def _train_step(unit: Unit, device: torch.device, precision: str) -> tuple[float, float, float]:
+    """Seconds of a run's first step (with the run's fixed cost), of each further step, and peak MiB."""
     data = _fake_data(unit, math.ceil(unit.batch_size / len(CLASS_NAMES[unit.dataset])))
     net = get_network(unit.architecture, data.channels, data.num_classes, data.im_size).to(device)
     x, y = data.x_train[:unit.batch_size].to(device), data.y_train[:unit.batch_size].to(device)
-    return _measured(lambda: train(net, x, y, epochs=1, batch_size=unit.batch_size, precision=precision), device)
+    augment = DSA(strategy_for(unit.dataset), seed=0, device=device) if unit.dsa else None
+
+    def run(steps: int) -> Callable[[], object]:
+        return lambda: train(net, x, y, epochs=steps, batch_size=unit.batch_size, augment=augment,
+                             precision=precision)
+
+    first, peak = _measured(run(1), device)
+    longer, _ = _measured(run(1 + EXTRA_STEPS), device, warm_up=False)
+    step = (longer - first) / EXTRA_STEPS
+    return first, step if step > 0 else longer / (1 + EXTRA_STEPS), peak
 
 
 def _random_experts(data: Dataset, config, **_) -> list[list[torch.Tensor]]:
@@ -236,7 +262,8 @@ def _random_experts(data: Dataset, config, **_) -> list[list[torch.Tensor]]:
     return [[torch.randn(size) * 0.01 for _ in range(config.epochs + 1)]]
 
 
-def _distill_step(unit: Unit, device: torch.device, precision: str) -> tuple[float, float]:
+def _distill_step(unit: Unit, device: torch.device, precision: str) -> tuple[float, float, float]:
+    """Seconds of the first and of each further iteration (the same: a distillation has no fixed cost), peak MiB."""
     per_class = max(unit.images, getattr(unit.config, "real_batch", 0)) + 1
     data = _fake_data(unit, per_class)
     task = DistillTask(unit.dataset, unit.images, "noise")
@@ -254,10 +281,11 @@ def _distill_step(unit: Unit, device: torch.device, precision: str) -> tuple[flo
             trajectory_matching.load_or_train_experts = saved
         steps = unit.config.syn_steps
         # never below the one-step measurement (allocator noise can make the two-step peak read lower)
-        return tuple(max(a, a + (b - a) * (steps - 1)) for a, b in zip(one, two))
+        seconds, peak = (max(a, a + (b - a) * (steps - 1)) for a, b in zip(one, two))
+        return seconds, seconds, peak
     distiller = METHODS[unit.method](data, task, config, seed=0, device=device, precision=precision)
     seconds, peak = _measured(distiller.step, device)
-    return seconds * scale, peak
+    return seconds * scale, seconds * scale, peak
 
 
 def device_memory_mib(device: torch.device) -> float:
@@ -284,13 +312,14 @@ def dry_run(profile: Profile, device: torch.device, measure: bool = False,
             row["check"] = f"FAILS: {err}"
         if measure and row["check"] == "ok":
             key = (unit.method, unit.dataset, unit.im_size, unit.architecture, unit.images, unit.batch_size,
-                   str(unit.config))
+                   unit.dsa, str(unit.config))
             if key not in measured:
                 step = _distill_step if unit.method else _train_step
                 measured[key] = step(unit, device, precision)
-            seconds, peak = measured[key]
-            row.update({"seconds per step": round(seconds, 4), "peak memory (MiB)": round(peak),
-                        "projected hours": round(seconds * unit.steps * unit.runs / 3600, 3)})
+            first, seconds, peak = measured[key]
+            hours = unit.runs * (first + (unit.steps - 1) * seconds) / 3600
+            row.update({"first step (s)": round(first, 4), "seconds per step": round(seconds, 4),
+                        "peak memory (MiB)": round(peak), "projected hours": round(hours, 3)})
             if peak > limit:
                 row["check"] = f"FAILS: needs {peak:.0f} MiB, the device has {limit:.0f} MiB"
         rows.append(row)

@@ -70,7 +70,7 @@ def confusion_matrix(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: D
     set_seed(run.seed)
     model = get_network(s.architecture, data.channels, data.num_classes, data.im_size).to(run.device)
     train(model, x, y, epochs=s.eval_epochs, lr=lr or run.profile.evaluation.lr,
-          augment=DSA(strategy_for("MHIST"), seed=run.seed), precision=run.precision)
+          augment=DSA(strategy_for("MHIST"), seed=run.seed, device=run.device), precision=run.precision)
     predicted = predict(model, data.x_test, precision=run.precision).argmax(1)
     matrix = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
     matrix.index_put_((data.y_test, predicted), torch.ones_like(predicted), accumulate=True)

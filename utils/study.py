@@ -73,7 +73,7 @@ def _evaluation_path(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: D
 def _evaluate(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
               **kwargs) -> SyntheticEvaluation:
     """One evaluation (a unit: its networks share one DSA stream, so they run together)."""
-    augment = DSA(strategy_for(data.name), seed=run.seed) if dsa else None
+    augment = DSA(strategy_for(data.name), seed=run.seed, device=run.device) if dsa else None
     return run.evaluate(x, y, data, augment=augment, **kwargs)
 
 

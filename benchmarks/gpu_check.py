@@ -11,7 +11,8 @@ compare a compiled training step with the eager one); `notebook_05_smoke.log`, `
 and its table). Each part runs in its own process under its own time limit, so a part that runs over loses only
 its own output. The notebook's code cells run in
 order in one namespace with the parameters cell replaced, as papermill would run them, so the check needs
-neither papermill nor a Jupyter kernel (the GPU image has neither); `IPython.display` is stubbed where absent.
+neither papermill nor a Jupyter kernel (the GPU image has neither); `display(Markdown(...))` prints where IPython
+is absent.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,21 +34,21 @@ PARTS = (  # (output file, seconds allowed, extra environment, arguments after `
 )
 
 
-def _stub_ipython() -> None:
-    """Stand-ins for `IPython.display.display`/`Markdown` that print the text."""
+IPYTHON_IMPORT = "from IPython.display import Markdown, display"
+
+
+def _without_ipython(source: str, namespace: dict) -> str:
+    """Where IPython is absent, `display(Markdown(text))` prints the text (a stub module would break matplotlib)."""
     try:
         import IPython.display  # noqa: F401
     except ImportError:
-        display = types.ModuleType("IPython.display")
-        display.Markdown = str
-        display.display = print
-        sys.modules["IPython"] = types.ModuleType("IPython")
-        sys.modules["IPython.display"] = display
+        namespace.update(display=print, Markdown=str)
+        return source.replace(IPYTHON_IMPORT, "")
+    return source
 
 
 def execute(notebook: str, data_root: str, results_dir: str, device: str = "cuda") -> None:
     """Run a notebook's code cells in order, its `parameters` cell replaced by smoke parameters on `device`."""
-    _stub_ipython()
     cells = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
     namespace: dict = {"__name__": "__main__"}
     for number, cell in enumerate(c for c in cells if c["cell_type"] == "code"):
@@ -56,6 +56,7 @@ def execute(notebook: str, data_root: str, results_dir: str, device: str = "cuda
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             source = (f"profile = 'smoke'\ndata_root = {data_root!r}\nresults_dir = {results_dir!r}\nseed = 0\n"
                       f"device = {device!r}\nexecutor = 'local'\n")
+        source = _without_ipython(source, namespace)
         print(f"--- cell {number}", flush=True)
         exec(compile(source, f"{notebook} cell {number}", "exec"), namespace)
 

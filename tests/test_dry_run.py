@@ -43,6 +43,8 @@ def test_evaluations_are_listed_as_the_studies_run_them():
     evaluations = table[table["unit"].str.startswith("evaluate")]
     assert evaluations["unit"].str.contains("with DSA").all(), "cpu: 02 and 07 evaluate with DSA only"
     assert not table[table["notebook"] == "07"]["unit"].str.contains("random real").any()
+    assert set(dry_run.dry_run(CPU_PROFILE, CPU, match="^dm CIFAR10")["unit"]) == {
+        "dm CIFAR10 ipc10 real", "dm CIFAR10 ipc10 noise"}
 
 
 def test_a_configuration_the_real_run_would_reject_is_reported():

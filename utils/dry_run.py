@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -296,13 +297,14 @@ def device_memory_mib(device: torch.device) -> float:
 
 
 def dry_run(profile: Profile, device: torch.device, measure: bool = False,
-            notebooks: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """One row per unit: configuration check, and with `measure` the step time, peak memory and projection."""
+            notebooks: tuple[str, ...] | None = None, match: str | None = None) -> pd.DataFrame:
+    """One row per unit (of `notebooks`, named to match the regular expression `match`, where given):
+    configuration check, and with `measure` the step time, peak memory and projection."""
     precision = resolve_precision(profile.precision, device)
     limit = device_memory_mib(device)
     rows, measured = [], {}
     for unit in profile_units(profile):
-        if notebooks and unit.notebook not in notebooks:
+        if (notebooks and unit.notebook not in notebooks) or (match and not re.search(match, unit.what)):
             continue
         row = {"notebook": unit.notebook, "unit": unit.what, "network": unit.architecture, "shape": unit.shape,
                "runs": unit.runs, "steps per run": unit.steps, "check": "ok"}
@@ -333,9 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--measure", action="store_true", help="also time one step of every distinct unit")
     parser.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 02,06")
+    parser.add_argument("--match", default=None, help="only units whose name matches this regular expression")
     args = parser.parse_args(argv)
     device = get_device(args.device)
-    table = dry_run(PROFILES[args.profile], device, args.measure, tuple(args.only.split(",")) if args.only else None)
+    table = dry_run(PROFILES[args.profile], device, args.measure, tuple(args.only.split(",")) if args.only else None,
+                    args.match)
     print(table.to_markdown(index=False))
     if args.measure:
         per_notebook = table.groupby("notebook")["projected hours"].sum().round(2)

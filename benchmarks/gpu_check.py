@@ -8,11 +8,11 @@ Writes to OUT: `versions.txt`; `paper_eager.md` (`utils.dry_run --profile paper 
 `DD_COMPILE=0`, every notebook); `paper_compiled_01.md` (the same for notebook 01 with compilation on, to
 compare a compiled training step with the eager one); `notebook_05_smoke.log`, `notebook_05_smoke_files.txt` and
 `notebook_05_smoke_table.md` (notebook 05 in the `smoke` profile on CUDA with compilation on, the files it wrote
-and its table). Each part runs in its own process under its own time limit, so a part that runs over loses only
-its own output. The notebook's code cells run in
-order in one namespace with the parameters cell replaced, as papermill would run them, so the check needs
-neither papermill nor a Jupyter kernel (the GPU image has neither); `display(Markdown(...))` prints where IPython
-is absent.
+and its table, in a fresh temporary folder unless `--results-dir` names one). Each part runs in its own process
+under its own time limit, so a part that runs over loses only its own output. The notebook's code cells run in
+order in one namespace with the parameters cell replaced, as papermill would run them, so the check needs neither
+papermill nor a Jupyter kernel (the GPU image has neither); `display(Markdown(...))` prints where IPython is
+absent.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,10 +66,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check"))
     parser.add_argument("--data-root", default=os.environ.get("DD_DATA_ROOT", "data"))
-    parser.add_argument("--results-dir", default="/tmp/gpu_check_results")
+    parser.add_argument("--results-dir", default=None, help="where notebook 05 writes (default: a new temporary dir)")
     parser.add_argument("--execute", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.results_dir = args.results_dir or tempfile.mkdtemp(prefix="gpu_check_")
     if args.execute:
         execute(args.execute, args.data_root, args.results_dir, args.device)
         return 0
@@ -78,7 +80,8 @@ def main() -> int:
     (args.out / "versions.txt").write_text(
         f"python {sys.version.split()[0]}, torch {torch.__version__}, cuda {torch.version.cuda}, "
         f"{torch.cuda.get_device_name()}, {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB\n")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "DD_DATA_ROOT": args.data_root}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, "DD_DATA_ROOT": args.data_root}
     failed = 0
     for name, seconds, extra, command in PARTS:
         if "--execute" in command:

@@ -43,7 +43,7 @@ from utils.distill import METHODS, DistillTask
 from utils.distill.base import PeakMemory
 from utils.distill.experts import ZCA_MAX_DIM
 from utils.profiles import PROFILES, Profile
-from utils.study import curve_variant, floor_networks
+from utils.study import VARIANT_LABELS, VARIANTS, curve_variant, floor_networks
 
 # channels, image side (None: the profile's MHIST resolution), training images of each dataset
 SHAPES = {"MNIST": (1, 28, 60000), "CIFAR10": (3, 32, 50000), "MHIST": (3, None, 2175)}
@@ -96,10 +96,10 @@ def _distillation(notebook: str, method: str, dataset: str, side: int, ipc: int,
 
 
 def _evaluations(notebook: str, label: str, dataset: str, side: int, architecture: str, images: int, runs: int,
-                 budgets: tuple[tuple[int, bool], ...]) -> list[Unit]:
-    """One training unit per (epochs, with DSA) budget of an evaluation."""
-    return [_train_units(notebook, f"evaluate {label}{' with DSA' if dsa else ''} ({e} epochs)", dataset, side,
-                         architecture, images, runs, e, dsa=dsa) for e, dsa in budgets]
+                 budgets: tuple[tuple[int, str], ...]) -> list[Unit]:
+    """One training unit per (epochs, evaluation variant of `utils.study.VARIANTS`) budget of an evaluation."""
+    return [_train_units(notebook, f"evaluate {label}{VARIANT_LABELS[v]} ({e} epochs)", dataset, side, architecture,
+                         images, runs, e, dsa=VARIANTS[v]) for e, v in budgets]
 
 
 def profile_units(profile: Profile) -> list[Unit]:
@@ -109,24 +109,25 @@ def profile_units(profile: Profile) -> list[Unit]:
         units.append(_train_units("01", f"baseline {name}", name, _side(name, profile), "ConvNet",
                                   profile.baseline.train_images or SHAPES[name][2], 1, profile.baseline.epochs))
     ev, study = profile.evaluation, profile.study
-    budgets = {"plain": (ev.epochs, False), "dsa": (ev.dsa_epochs, True)}
+    epochs = {"plain": ev.epochs, "dsa": ev.dsa_epochs}
     floor_runs = floor_networks(ev.n_models, ev.floor_subsets)
     for notebook, method in NOTEBOOK_METHOD.items():
         # 02 evaluates each of its variants, 06/07 with DSA only; the floor is evaluated once (02), then cached
         variants = study.variants if notebook == "02" else ("dsa",)
-        curve_budget = (budgets[curve_variant(variants)],)
+        curve = curve_variant(variants)
+        curve_budget = ((epochs[curve], curve),)
         for name in study.datasets:
             side = _side(name, profile)
             for ipc in study.ipcs:
                 n = ipc * len(CLASS_NAMES[name])
                 if notebook == "02":
                     units += _evaluations(notebook, f"random real {name} ipc{ipc}", name, side, "ConvNet", n,
-                                          floor_runs, tuple(budgets[v] for v in variants))
+                                          floor_runs, tuple((epochs[v], v) for v in variants))
                 for init in study.inits:
                     config = profile.method_config(method, name, ipc)
                     units += _distillation(notebook, method, name, side, ipc, init, config)
                     units += _evaluations(notebook, f"{method} {name} ipc{ipc} {init}", name, side, "ConvNet", n,
-                                          ev.n_models, tuple(budgets[v] for v in variants))
+                                          ev.n_models, tuple((epochs[v], v) for v in variants))
                     if ev.curve_points:
                         units += _evaluations(notebook, f"curve {method} {name} ipc{ipc} {init}", name, side,
                                               "ConvNet", n, ev.curve_points * ev.curve_models, curve_budget)
@@ -137,7 +138,7 @@ def profile_units(profile: Profile) -> list[Unit]:
             for architecture in arch.architectures:
                 units += _evaluations("03", f"{sets} sets on {architecture} {name} ipc{ipc}", name,
                                       _side(name, profile), architecture, ipc * len(CLASS_NAMES[name]),
-                                      sets * arch.n_models, ((arch.budget(architecture)[0], False),))
+                                      sets * arch.n_models, ((arch.budget(architecture)[0], "plain"),))
     nas = profile.nas
     for depth in nas.depths:
         for width in nas.widths:
@@ -147,21 +148,21 @@ def profile_units(profile: Profile) -> list[Unit]:
                                       nas.full_epochs))
             units += _evaluations("04", f"NAS {candidate} distilled", nas.dataset, side, candidate,
                                   nas.ipc * len(CLASS_NAMES[nas.dataset]), nas.n_models,
-                                  ((nas.distilled_epochs, False),))
+                                  ((nas.distilled_epochs, "plain"),))
     mhist = profile.mhist
     units.append(_train_units("05", "baseline MHIST", "MHIST", mhist.im_size, mhist.architecture, SHAPES["MHIST"][2],
                               1, mhist.baseline_epochs))
     for ipc in mhist.ipcs:
         units += _evaluations("05", f"random real MHIST ipc{ipc}", "MHIST", mhist.im_size, mhist.architecture,
                               2 * ipc, floor_networks(mhist.n_models, ev.floor_subsets),
-                              ((mhist.eval_epochs, True),))
+                              ((mhist.eval_epochs, "dsa"),))
         for method in METHODS:
             for init in mhist.inits:
                 units += _distillation("05", method, "MHIST", mhist.im_size, ipc, init,
                                        mhist.method_config(method, ipc))
                 units += _evaluations("05", f"{method} MHIST ipc{ipc} {init}", "MHIST", mhist.im_size,
                                       mhist.architecture, 2 * ipc, mhist.n_models + ev.curve_points * ev.curve_models,
-                                      ((mhist.eval_epochs, True),))
+                                      ((mhist.eval_epochs, "dsa"),))
     return _unique(units)
 
 
@@ -224,7 +225,8 @@ def _timed(call: Callable[[], object], device: torch.device) -> float:
 
 
 def _measured(step: Callable[[], object], device: torch.device, warm_up: bool = True) -> tuple[float, float]:
-    """Steady seconds (the fastest timed call) and peak MiB of `step`, after one warm-up call."""
+    """Steady seconds (the fastest timed call) and peak MiB of `step`, after one warm-up call unless `warm_up` is
+    False (a step whose shapes an earlier measurement has already compiled)."""
     if warm_up:
         step()
     timings: list[float] = []

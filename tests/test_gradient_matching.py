@@ -12,7 +12,7 @@ import utility
 from networks import get_network
 from utils.data import Dataset
 from utils.distill import METHODS, DistillTask, GradientMatchingConfig, distill
-from utils.distill.base import PeakMemory, config_hash, method_config, run_distillation
+from utils.distill.base import PeakMemory, checkpoint_path, method_config, run_distillation
 from utils.distill.gradient_matching import GradientMatching, gradient_distance
 from utils.synthetic import SyntheticSet, find_synthetic, parse_synthetic_name, synthetic_path
 
@@ -236,7 +236,7 @@ def test_interrupted_run_resumes_from_checkpoint(fake, tmp_cache):
     reference = run(make(), {"run": "uninterrupted"})
 
     run_config = {"run": "interrupted"}
-    checkpoint = tmp_cache / "checkpoints" / f"{config_hash(run_config)}.pt"
+    checkpoint = checkpoint_path(run_config)
     utility.set_seed(0)
     with pytest.raises(Interrupted):
         run(make(fail_at=2), run_config)

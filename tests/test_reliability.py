@@ -25,7 +25,14 @@ from utils.comparison import gather, unevaluated_sets
 from utils.data import DatasetFormatError, DatasetNotFoundError, load_dataset
 from utils.distill import DistillTask, GradientMatchingConfig, distill
 from utils.distill import base as distill_base
-from utils.distill.base import PeakMemory, config_hash, data_digest, distill_or_load, run_distillation, tensor_digest
+from utils.distill.base import (
+    PeakMemory,
+    checkpoint_path,
+    data_digest,
+    distill_or_load,
+    run_distillation,
+    tensor_digest,
+)
 from utils.distill.experts import ExpertConfig, expert_dir, load_or_train_experts, zca_whiten
 from utils.paths import CacheWarning
 from utils.results import ResultWriter
@@ -136,7 +143,7 @@ def test_a_crafted_pickle_is_refused_by_every_loader_and_nothing_runs(tmp_path, 
     assert not reused
     # a distillation checkpoint
     config = {"run": "crafted"}
-    crafted(tmp_cache / "checkpoints" / f"{config_hash(config)}.pt", marker)
+    crafted(checkpoint_path(config), marker)
     with pytest.warns(CacheWarning, match="checkpoints"):
         result = run_distillation(Counter(), iterations=2, config=config, data=tiny(), checkpoint_every=1,
                                   device=CPU, desc="t")
@@ -331,7 +338,7 @@ def test_comparison_gathers_only_tables_of_its_profile(tmp_path):
 
 def test_truncated_checkpoint_is_moved_aside_and_the_run_restarts(tmp_cache):
     config = {"run": "truncated"}
-    checkpoint = tmp_cache / "checkpoints" / f"{config_hash(config)}.pt"
+    checkpoint = checkpoint_path(config)
     checkpoint.parent.mkdir(parents=True)
     torch.save({"distiller": {"x": torch.ones(1, 1, 2, 2)}, "losses": [1.0], "iteration": 1, "seconds": 0.0},
                checkpoint)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.paths import cache_dir, data_root, read_cache, write_cache
+from utils.paths import cache_dir, data_root, read_cache, require, write_cache
 
 DATASETS = ("MNIST", "CIFAR10", "MHIST")
 CLASS_NAMES = {
@@ -252,6 +252,9 @@ def _mhist_raw(files: dict[str, Path], im_size: int) -> tuple[dict[str, np.ndarr
                            "at least one 'train' and one 'test' image")
         images = []
         for name in rows["Image Name"]:
+            if Path(str(name)).is_absolute() or ".." in Path(str(name)).parts:
+                raise _invalid(csv, "column 'Image Name'", f"holds {str(name)!r}",
+                               "a file name inside mhist/images/ (no absolute path, no '..')")
             path = csv.parent / "images" / str(name)
             try:
                 with Image.open(path) as image:
@@ -303,7 +306,7 @@ def _file_hashes(paths: list[Path]) -> dict[str, str]:
     A file is re-hashed only when its size or modification time changes; a rewrite that keeps both (e.g. a
     copy with preserved timestamps of a same-size file) is not noticed until the memo is deleted."""
     memo_path = cache_dir() / "data" / "file_hashes.json"
-    memo = read_cache(memo_path, lambda p: json.loads(p.read_text())) or {}
+    memo = read_cache(memo_path, lambda p: require(json.loads(p.read_text()), {})) or {}
     hashes, changed = {}, False
     for path in paths:
         stat = path.stat()
@@ -320,6 +323,14 @@ def _file_hashes(paths: list[Path]) -> dict[str, str]:
     return hashes
 
 
+def _read_prepared(path: Path) -> dict:
+    """A data cache file: its key, the four arrays and the channel statistics (else it raises)."""
+    cached = require(torch.load(path, weights_only=True),
+                     {"key": str, "arrays": dict, "mean": torch.Tensor, "std": torch.Tensor})
+    require(cached["arrays"], dict.fromkeys(SPLIT_KEYS, torch.Tensor))
+    return cached
+
+
 def _prepared(name: str, root: Path, im_size: int) -> dict:
     """Validated uint8 arrays of a dataset and its training-set channel mean/std, from the project cache when
     the source files' contents are unchanged."""
@@ -327,7 +338,7 @@ def _prepared(name: str, root: Path, im_size: int) -> dict:
     hashes = _file_hashes(list(files.values()))
     key = hashlib.sha256(json.dumps([name, im_size, FORMAT_VERSION, sorted(hashes.values())]).encode()).hexdigest()
     cache = cache_dir() / "data" / f"{name}_{im_size}.pt"
-    cached = read_cache(cache, lambda p: torch.load(p, weights_only=True))
+    cached = read_cache(cache, _read_prepared)
     if cached is not None and cached.get("key") == key:
         return cached
     arrays, sources = (_mhist_raw(files, im_size) if name == "MHIST"

@@ -14,8 +14,8 @@ import torch
 from networks import get_network
 from utility import Timer, count_macs, count_parameters, evaluate, set_seed, train
 from utils.data import Dataset, stratified_subset
-from utils.distill.base import config_hash, data_digest
-from utils.paths import cache_dir, read_cache
+from utils.distill.base import config_hash, data_digest, versioned
+from utils.paths import cache_dir, read_cache, require
 from utils.results import atomic_write
 
 
@@ -35,14 +35,14 @@ class FullTrainingConfig:
 
 def full_training_path(data: Dataset, config: FullTrainingConfig, device: torch.device) -> tuple[Path, dict]:
     """The cache file of one full-data training run and the key it must hold."""
-    key = {**asdict(config), "im_size": list(data.im_size), "test_images": len(data.x_test),
-           "data": data_digest(data), "device_class": torch.device(device).type}
+    key = versioned({**asdict(config), "im_size": list(data.im_size), "test_images": len(data.x_test),
+                     "data": data_digest(data), "device_class": torch.device(device).type})
     return cache_dir() / "full_training" / f"{config_hash(key)}.json", key
 
 
 def read_full_training(path: Path, key: dict) -> dict | None:
     """The cached result at `path` if it was made with `key`."""
-    cached = read_cache(path, lambda p: json.loads(p.read_text()))
+    cached = read_cache(path, lambda p: require(json.loads(p.read_text()), {"config": dict, "metrics": dict}))
     return cached if cached is not None and cached.get("config") == key else None
 
 

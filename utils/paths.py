@@ -4,6 +4,7 @@ reading and writing of cache files (optional: one that cannot be read or written
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,36 @@ T = TypeVar("T")
 
 class CacheWarning(UserWarning):
     """A cache file could not be read (it is moved aside and recomputed) or written (the run goes on)."""
+
+
+class CacheFormatError(ValueError):
+    """A cache file was read but does not hold the structure its reader expects (an unreadable cache file)."""
+
+
+def require(value: object, fields: dict[str, type | tuple[type, ...]]) -> dict:
+    """`value` if it is a dict holding every key of `fields` with a value of that type, else a `CacheFormatError`
+    saying what was found (a reader raises it so that a file of an older layout counts as unreadable)."""
+    if not isinstance(value, dict):
+        raise CacheFormatError(f"it holds a {type(value).__name__}; expected a dict with keys {sorted(fields)}")
+    missing = sorted(set(fields) - set(value))
+    if missing:
+        raise CacheFormatError(f"it lacks the keys {missing} (it has {sorted(map(str, value))})")
+    for key, kind in fields.items():
+        if not isinstance(value[key], kind):
+            names = [t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,))]
+            raise CacheFormatError(f"its {key!r} is a {type(value[key]).__name__}; expected {' or '.join(names)}")
+    return value
+
+
+def load_error(err: Exception) -> str:
+    """Why a file could not be loaded, in our words where torch's would advise unpickling an untrusted file."""
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text:
+        found = next((line.strip().split(" Please use")[0] for line in text.splitlines()
+                      if "WeightsUnpickler error:" in line), "")
+        return (f"it holds Python objects other than tensors and plain values, which are never unpickled here "
+                f"because unpickling them could run code ({found.removeprefix('WeightsUnpickler error: ')})")
+    return f"{type(err).__name__}: {err}"
 
 
 def cache_dir() -> Path:
@@ -45,9 +76,10 @@ def results_dir(profile: str, path: str | os.PathLike | None = None) -> Path:
 
 
 def read_cache(path: Path, read: Callable[[Path], T]) -> T | None:
-    """`read(path)`, or None if the file is missing. A file that cannot be read (truncated, corrupt, or a pickle
-    that `torch.load(weights_only=True)` refuses) is named in a `CacheWarning` and moved aside to
-    `<name>.corrupt`, and None is returned so that the caller recomputes it."""
+    """`read(path)`, or None if the file is missing. A file that cannot be read (truncated, corrupt, a pickle
+    that `torch.load(weights_only=True)` refuses, or one whose structure `read` rejects, e.g. with `require`) is
+    named in a `CacheWarning` and moved aside to `<name>.corrupt`, and None is returned so that the caller
+    recomputes it."""
     if not path.exists():
         return None
     try:
@@ -61,7 +93,7 @@ def read_cache(path: Path, read: Callable[[Path], T]) -> T | None:
             where = f"moved it to {aside}"
         except OSError as move_error:
             where = f"could not move it aside ({move_error})"
-        warnings.warn(f"cache file {path} cannot be read ({type(err).__name__}: {err}); {where} and recomputing it",
+        warnings.warn(f"cache file {path} cannot be read ({load_error(err)}); {where} and recomputing it",
                       CacheWarning, stacklevel=2)
         return None
 

@@ -16,7 +16,7 @@ from utility import SyntheticEvaluation
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset
 from utils.distill import METHOD_LABELS, DistillTask, build_set, distill_key
-from utils.distill.base import config_hash, load_matching, tensor_digest
+from utils.distill.base import config_hash, load_matching, tensor_digest, versioned
 from utils.distill.experts import zca_whiten
 from utils.executor import LOCAL, Pool, derive
 from utils.notebook import NotebookRun
@@ -67,7 +67,7 @@ def _evaluation_path(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: D
            "epochs": epochs, "n_models": n_models, "seed": run.seed, "precision": run.precision,
            "evaluation": asdict(run.profile.evaluation), "profile": run.profile.name,
            "device_class": run.device.type}
-    return cache_dir() / "evaluations" / f"{config_hash(key)}.json"
+    return cache_dir() / "evaluations" / f"{config_hash(versioned(key))}.json"
 
 
 def _evaluate(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from utils.data import Dataset
+from utils.paths import load_error
 from utils.results import atomic_write
 
 INITS = ("real", "noise")
@@ -47,14 +48,37 @@ class SyntheticSet:
         """Read a set written by `save` (plain tensors only: a file holding anything else is refused)."""
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-            return cls(images=payload["images"], labels=payload["labels"], dataset=payload["dataset"],
-                       mean=payload["mean"], std=payload["std"], config=payload["config"], lr=payload.get("lr"),
-                       snapshots=payload.get("snapshots", {}))
+            loaded = cls(images=payload["images"], labels=payload["labels"], dataset=payload["dataset"],
+                         mean=payload["mean"], std=payload["std"], config=payload["config"], lr=payload.get("lr"),
+                         snapshots=payload.get("snapshots", {}))
+            loaded.check()
+            return loaded
         except FileNotFoundError:
             raise
-        except Exception as err:  # truncated, not a torch file, a refused pickle, or keys missing
-            raise UnreadableSetError(f"synthetic set {path} cannot be read ({type(err).__name__}: {err}). "
+        except Exception as err:  # truncated, not a torch file, a refused pickle, keys missing, bad images
+            raise UnreadableSetError(f"synthetic set {path} cannot be read ({load_error(err)}). "
                                      f"{regenerate_hint(path)}") from err
+
+    def check(self) -> None:
+        """Raise a ValueError unless the images are finite float N x C x H x W with one int64 label each (the
+        snapshots likewise)."""
+        if not isinstance(self.images, torch.Tensor) or not self.images.is_floating_point() or self.images.ndim != 4:
+            raise ValueError(f"images must be a float tensor N x C x H x W, got {_describe(self.images)}")
+        if not isinstance(self.labels, torch.Tensor) or self.labels.dtype != torch.int64 \
+                or self.labels.shape != self.images.shape[:1]:
+            raise ValueError(f"labels must be int64 of shape ({len(self.images)},), got {_describe(self.labels)}")
+        for name, images in [("images", self.images)] + [(f"snapshot {it}", snap.get("images"))
+                                                         for it, snap in self.snapshots.items()]:
+            if not isinstance(images, torch.Tensor) or images.shape != self.images.shape:
+                raise ValueError(f"{name} must have the shape of the images {tuple(self.images.shape)}, got "
+                                 f"{_describe(images)}")
+            if not torch.isfinite(images).all():
+                raise ValueError(f"{name} hold non-finite values (NaN or infinity)")
+
+
+def _describe(value: object) -> str:
+    return (f"{value.dtype} of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
+            else type(value).__name__)
 
 
 class UnreadableSetError(ValueError):

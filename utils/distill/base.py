@@ -22,7 +22,7 @@ import torch
 
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset
-from utils.paths import cache_dir, read_cache, write_cache
+from utils.paths import CacheFormatError, cache_dir, read_cache, require, write_cache
 from utils.progress import progress
 from utils.synthetic import SyntheticSet, check_init, initial_images
 
@@ -123,6 +123,11 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def versioned(key: dict) -> dict:
+    """`key` with the torch version, for cache keys of artefacts whose numbers depend on it."""
+    return {**key, "torch": str(torch.__version__)}
+
+
 _DIGESTS: dict[tuple, tuple[list[weakref.ref], str]] = {}
 
 
@@ -217,18 +222,22 @@ def _kernel_peak_mib() -> float:
     return 0.0
 
 
+def checkpoint_path(config: dict) -> Path:
+    """Where the checkpoint of the distillation with configuration `config` is kept (keyed with torch's version)."""
+    return cache_dir() / "checkpoints" / f"{config_hash(versioned(config))}.pt"
+
+
 def run_distillation(distiller: Distiller, *, iterations: int, config: dict, data: Dataset,
                      checkpoint_every: int, device: torch.device, desc: str,
                      snapshots_at: tuple[int, ...] = ()) -> SyntheticSet:
     """Run `iterations` steps, checkpointing so an interrupted run resumes, and return the synthetic set; the
     images after each iteration in `snapshots_at` are kept too (for accuracy-vs-iterations curves)."""
-    checkpoint = cache_dir() / "checkpoints" / f"{config_hash(config)}.pt"
+    checkpoint = checkpoint_path(config)
     losses: list[float] = []
     snapshots: dict[int, dict] = {}
     done, seconds = 0, 0.0
-    state = read_cache(checkpoint, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+    state = read_cache(checkpoint, lambda p: _resume(distiller, p, iterations))
     if state is not None:
-        distiller.load_state_dict(state["distiller"])
         losses, done, seconds = state["losses"], state["iteration"], state["seconds"]
         snapshots = state.get("snapshots", {})
     with PeakMemory(device) as memory:
@@ -257,6 +266,26 @@ def run_distillation(distiller: Distiller, *, iterations: int, config: dict, dat
     return result
 
 
+def _resume(distiller: Distiller, path: Path, iterations: int) -> dict:
+    """Restore `distiller` from the checkpoint at `path` and return the checkpoint; a checkpoint of another layout
+    (keys, types, non-finite images, a state the distiller refuses) raises, leaving `distiller` as it was."""
+    state = require(torch.load(path, map_location="cpu", weights_only=True),
+                    {"distiller": dict, "losses": list, "iteration": int, "seconds": float, "snapshots": dict})
+    if not 0 < state["iteration"] < iterations or len(state["losses"]) != state["iteration"]:
+        raise CacheFormatError(f"it holds iteration {state['iteration']} with {len(state['losses'])} losses; "
+                               f"expected one loss per iteration, fewer than {iterations}")
+    for name, value in state["distiller"].items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise CacheFormatError(f"its {name!r} holds non-finite values")
+    before = distiller.state_dict()
+    try:
+        distiller.load_state_dict(state["distiller"])
+    except Exception:
+        distiller.load_state_dict(before)
+        raise
+    return state
+
+
 def distill_or_load(path: str | os.PathLike, build: Callable[[], SyntheticSet],
                     config: dict) -> tuple[SyntheticSet, bool]:
     """Reuse the set saved at `path` if its configuration equals `config`, else build and save it (a saved set
@@ -272,11 +301,21 @@ def distill_or_load(path: str | os.PathLike, build: Callable[[], SyntheticSet],
 
 
 def load_matching(path: str | os.PathLike, config: dict) -> SyntheticSet | None:
-    """The set saved at `path` if its configuration equals `config` (None if missing, unreadable or different)."""
-    saved = read_cache(Path(path), SyntheticSet.load)
-    if saved is not None and {k: saved.config.get(k) for k in config} == json.loads(json.dumps(config, default=str)):
-        return saved
-    return None
+    """The set saved at `path` if its configuration equals `config` (None if missing, unreadable or different;
+    one whose images do not have the shape its configuration gives counts as unreadable)."""
+    return read_cache(Path(path), lambda p: _matching(SyntheticSet.load(p), config))
+
+
+def _matching(saved: SyntheticSet, config: dict) -> SyntheticSet | None:
+    if {k: saved.config.get(k) for k in config} != json.loads(json.dumps(config, default=str)):
+        return None
+    counts = torch.bincount(saved.labels).tolist()
+    if "ipc" in config and set(counts) != {config["ipc"]}:
+        raise CacheFormatError(f"it holds {counts} images per class; its configuration says {config['ipc']}")
+    if "im_size" in config and list(saved.images.shape[2:]) != list(config["im_size"]):
+        raise CacheFormatError(f"its images are {tuple(saved.images.shape[2:])}; its configuration says "
+                               f"{tuple(config['im_size'])}")
+    return saved
 
 
 def method_config(config) -> dict:

@@ -21,9 +21,9 @@ from networks import get_network
 from utility import set_seed, train
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset, stratified_subset
-from utils.distill.base import check_positive_ints, config_hash, data_digest, tensor_digest
+from utils.distill.base import check_positive_ints, config_hash, data_digest, tensor_digest, versioned
 from utils.executor import LOCAL, Executor
-from utils.paths import cache_dir, read_cache
+from utils.paths import CacheFormatError, cache_dir, read_cache, require
 from utils.progress import progress
 from utils.results import atomic_write
 
@@ -100,7 +100,8 @@ def _zca_transform(x_train: torch.Tensor, source: str, epsilon: float) -> tuple[
     """Mean and whitening matrix of the pixels `x_train`, cached on disk under `source` (a key of the images and
     their normalisation) and ε."""
     path = cache_dir() / "zca" / f"{source}_eps{epsilon:g}.pt"
-    saved = read_cache(path, lambda p: torch.load(p, weights_only=True))
+    saved = read_cache(path, lambda p: require(torch.load(p, weights_only=True),
+                                               {"mean": torch.Tensor, "matrix": torch.Tensor}))
     if saved is not None:
         return saved["mean"], saved["matrix"]
     flat = x_train.flatten(1).float()
@@ -117,14 +118,14 @@ def _zca_transform(x_train: torch.Tensor, source: str, epsilon: float) -> tuple[
 def expert_key(data: Dataset, config: ExpertConfig, *, seed: int, precision: str,
                device: torch.device | str = "cpu") -> dict:
     """Everything that determines an expert's trajectory (its number excepted), as a JSON-able dict."""
-    return {"dataset": data.name, "im_size": list(data.im_size), "channels": data.channels,
-            "num_classes": data.num_classes, "train_digest": tensor_digest(data.x_train, data.y_train),
-            "network": config.architecture, "epochs": config.epochs, "lr": config.lr,
-            "batch_size": config.batch_size, "momentum": 0.0, "weight_decay": 0.0,
-            "augmentation": strategy_for(data.name) if config.dsa else "none",
-            "zca": config.zca, "zca_epsilon": ZCA_EPSILON if config.zca else None, "seed": seed,
-            "train_images": config.train_images, "precision": precision,
-            "device_class": torch.device(device).type, "zca_space": "pixels"}
+    return versioned({"dataset": data.name, "im_size": list(data.im_size), "channels": data.channels,
+                      "num_classes": data.num_classes, "train_digest": tensor_digest(data.x_train, data.y_train),
+                      "network": config.architecture, "epochs": config.epochs, "lr": config.lr,
+                      "batch_size": config.batch_size, "momentum": 0.0, "weight_decay": 0.0,
+                      "augmentation": strategy_for(data.name) if config.dsa else "none",
+                      "zca": config.zca, "zca_epsilon": ZCA_EPSILON if config.zca else None, "seed": seed,
+                      "train_images": config.train_images, "precision": precision,
+                      "device_class": torch.device(device).type, "zca_space": "pixels"})
 
 
 def expert_dir(data: Dataset, config: ExpertConfig, *, seed: int, precision: str,
@@ -177,13 +178,23 @@ def load_or_train_experts(data: Dataset, config: ExpertConfig, *, seed: int, dev
 
     with executor.pool(f"experts {data.name}", unit="expert") as pool:
         for k in range(config.num_experts):
-            saved = read_cache(folder / f"expert_{k}.pt", lambda p: torch.load(p, weights_only=True))
+            saved = read_cache(folder / f"expert_{k}.pt", lambda p: _read_expert(p, config.epochs))
             if saved is not None and saved["key"] == key:
                 trajectories[k] = list(saved["trajectory"].unbind())
                 continue
             pool.submit(_expert_unit, data, config, seed=seed + k, device=device, precision=precision,
                         done=lambda t, k=k: store(k, t))
     return [trajectories[k] for k in range(config.num_experts)]
+
+
+def _read_expert(path: Path, epochs: int) -> dict:
+    """A cached expert: its key and a finite trajectory of `epochs` + 1 flat parameter vectors (else it raises)."""
+    saved = require(torch.load(path, weights_only=True), {"key": dict, "trajectory": torch.Tensor})
+    trajectory = saved["trajectory"]
+    if trajectory.ndim != 2 or len(trajectory) != epochs + 1 or not torch.isfinite(trajectory).all():
+        raise CacheFormatError(f"its trajectory is {trajectory.dtype} of shape {tuple(trajectory.shape)}; expected "
+                               f"{epochs + 1} finite flat parameter vectors")
+    return saved
 
 
 def _expert_unit(data: Dataset, config: ExpertConfig, *, seed: int, device: torch.device,

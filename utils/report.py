@@ -9,6 +9,7 @@ import argparse
 import base64
 import io
 import sys
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +24,8 @@ from PIL import Image
 
 from utils.comparison import COURSE_REPORT
 from utils.paths import NOTEBOOKS_DIR, RESULTS_DIR
-from utils.results import atomic_write_many, latex_escape, read_sidecar, read_table
+from utils.results import ResultsFileError, atomic_write_many, latex_escape, read_sidecar, read_table, sidecar
+from utils.safe_html import outside, relative_href, sanitise
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TITLE = "Dataset distillation: gradient, distribution and trajectory matching"
@@ -129,13 +131,60 @@ def load_table(path: Path) -> Table:
     return Table(path.stem, side["caption"], side["metadata"], read_table(path))
 
 
-def sections(results_dir: Path) -> list[Section]:
+class ReportWarning(UserWarning):
+    """A file of the results folder is left out of the report (the report lists it with the reason too)."""
+
+
+def _leave_out(skipped: list[str], message: str) -> None:
+    """Warn that a file is left out, once, and record it for the report's list of left-out files."""
+    if message not in skipped:
+        warnings.warn(message, ReportWarning, stacklevel=3)
+        skipped.append(message)
+
+
+def _contained(root: Path, paths: Iterable[Path], skipped: list[str]) -> list[Path]:
+    """`paths` less those that resolve outside `root` (symlinks leading out), each left out with a warning."""
+    kept = []
+    for path in paths:
+        target = outside(root, path)
+        if target is None:
+            kept.append(path)
+        else:
+            _leave_out(skipped, f"{path.relative_to(root).as_posix()} links to {target}, outside the results "
+                                "folder: left out of the report")
+    return kept
+
+
+def _readable_tables(root: Path, paths: list[Path], skipped: list[str]) -> list[Table]:
+    """The tables at `paths` that can be read; one whose CSV or sidecar is damaged is left out with a warning."""
+    found = []
+    for path in paths:
+        if sidecar(path).exists() and not _contained(root, [sidecar(path)], skipped):
+            continue
+        try:
+            found.append(load_table(path))
+        except ResultsFileError as err:
+            _leave_out(skipped, f"{err}: left out of the report")
+    return found
+
+
+def _pdf(root: Path, png: Path, skipped: list[str]) -> Path | None:
+    """The PDF beside a figure's PNG, if there is one inside the folder."""
+    pdf = png.with_suffix(".pdf")
+    return next(iter(_contained(root, [pdf], skipped)), None) if pdf.exists() else None
+
+
+def sections(results_dir: Path, skipped: list[str] | None = None) -> list[Section]:
     """One section per notebook number that has an executed notebook, a table or a figure in `results_dir`, in
-    order; the text comes from the executed notebook, else from the project's notebook of that number."""
-    executed = {p.name[:2]: p for p in sorted((results_dir / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
+    order; the text comes from the executed notebook, else from the project's notebook of that number. Files
+    that resolve outside `results_dir` or cannot be read are left out, each named in a warning and in
+    `skipped`."""
+    skipped = [] if skipped is None else skipped
+    executed = {p.name[:2]: p for p in _contained(
+        results_dir, sorted((results_dir / "notebooks").glob("[0-9][0-9]_*.ipynb")), skipped)}
     source = {p.name[:2]: p for p in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))}
-    tables = sorted((results_dir / "tables").glob("[0-9][0-9]_*.csv"))
-    figures = sorted((results_dir / "figures").glob("[0-9][0-9]_*.png"))
+    tables = _contained(results_dir, sorted((results_dir / "tables").glob("[0-9][0-9]_*.csv")), skipped)
+    figures = _contained(results_dir, sorted((results_dir / "figures").glob("[0-9][0-9]_*.png")), skipped)
     numbers = sorted(set(executed) | {p.name[:2] for p in tables} | {p.name[:2] for p in figures})
     found = []
     for number in numbers:
@@ -144,9 +193,8 @@ def sections(results_dir: Path) -> list[Section]:
         stem = notebook.stem if notebook else number
         section = Section(number, title, question, interpretation, notebook, number in executed,
                           _duration(executed[number]) if number in executed else None)
-        section.tables = [load_table(p) for p in tables if p.name[:2] == number]
-        section.figures = [Figure(p.stem, _figure_caption(p.stem, stem), p,
-                                  p.with_suffix(".pdf") if p.with_suffix(".pdf").exists() else None)
+        section.tables = _readable_tables(results_dir, [p for p in tables if p.name[:2] == number], skipped)
+        section.figures = [Figure(p.stem, _figure_caption(p.stem, stem), p, _pdf(results_dir, p, skipped))
                            for p in figures if p.name[:2] == number]
         found.append(section)
     return found
@@ -186,11 +234,13 @@ def setup(results_dir: Path, found: list[Section]) -> dict[str, str]:
     }
 
 
-def file_listing(results_dir: Path, skip: Iterable[Path] = ()) -> list[tuple[str, str]]:
-    """Every file under `results_dir` (relative path, human-readable size), except `skip` and hidden files."""
+def file_listing(results_dir: Path, skip: Iterable[Path] = (),
+                 left_out: list[str] | None = None) -> list[tuple[str, str]]:
+    """Every file under `results_dir` (relative path, human-readable size), except `skip`, hidden files and
+    files that resolve outside the folder (each named in a warning and in `left_out`)."""
     skipped = {p.resolve() for p in skip}
     rows = []
-    for path in sorted(results_dir.rglob("*")):
+    for path in _contained(results_dir, sorted(results_dir.rglob("*")), [] if left_out is None else left_out):
         relative = path.relative_to(results_dir)
         if path.is_file() and path.resolve() not in skipped and not any(p.startswith(".") for p in relative.parts):
             size = path.stat().st_size
@@ -206,13 +256,16 @@ def _comparison(found: list[Section]) -> list[Table]:
     return [by_name[n] for n in ("08_best", "08_published") if n in by_name]
 
 
-def render_html(results_dir: Path, found: list[Section], files: list[tuple[str, str]]) -> str:
-    """The HTML report (jinja2 template `templates/report.html.j2`)."""
+def render_html(results_dir: Path, found: list[Section], files: list[tuple[str, str]],
+                skipped: Iterable[str] = ()) -> str:
+    """The HTML report (jinja2 template `templates/report.html.j2`): the notebooks' markdown sanitised, file links
+    relative and quoted, and the files left out (`skipped`) listed."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["j2"]))
-    env.filters["markdown"] = lambda text: jinja2.utils.markupsafe.Markup(markdown2html(text or ""))
+    env.filters["markdown"] = lambda text: jinja2.utils.markupsafe.Markup(sanitise(markdown2html(text or "")))
+    env.filters["relative_href"] = relative_href
     return env.get_template("report.html.j2").render(
         title=TITLE, course_report=COURSE_REPORT, setup=setup(results_dir, found), sections=found,
-        comparison=_comparison(found), files=files,
+        comparison=_comparison(found), files=files, skipped=list(skipped),
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -295,14 +348,15 @@ def build(results_dir: str | Path = RESULTS_DIR) -> dict[str, Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"--results-dir {root} is not a folder; run `make results` (or "
                                 "`python -m utils.pipeline`) first, or name a results folder")
-    found = sections(root)
+    skipped: list[str] = []
+    found = sections(root, skipped)
     if not found:
         raise FileNotFoundError(f"{root} has no tables, figures or executed notebooks (expected "
                                 f"tables/NN_*.csv, figures/NN_*.png or notebooks/NN_*.ipynb); run the notebooks first")
     html_path, tex_path = root / "report.html", root / "report" / "report.tex"
-    files = sorted(file_listing(root, skip=[html_path, tex_path])
+    files = sorted(file_listing(root, skip=[html_path, tex_path], left_out=skipped)
                    + [("report.html", "this report"), ("report/report.tex", "this report in LaTeX")])
-    html, tex = render_html(root, found, files), render_latex(root, found)
+    html, tex = render_html(root, found, files, skipped), render_latex(root, found)
     atomic_write_many({html_path: lambda p: p.write_text(html, encoding="utf-8"),
                        tex_path: lambda p: p.write_text(tex, encoding="utf-8")})
     return {"html": html_path, "tex": tex_path}

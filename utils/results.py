@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -81,12 +82,29 @@ def _legacy_header(path: str | os.PathLike) -> dict[str, str]:
     return meta
 
 
+class ResultsFileError(ValueError):
+    """A table's CSV or sidecar JSON cannot be read (the message names the file and the remedy)."""
+
+
+def _damaged(path: str | os.PathLike, what: str) -> ResultsFileError:
+    return ResultsFileError(f"{path}: {what}; re-run the notebook that writes it (python -m utils.pipeline --only "
+                            f"{Path(path).name[:2]}) or delete it")
+
+
 def read_sidecar(path: str | os.PathLike) -> dict:
     """A table's sidecar: `caption`, `metadata` and `integer_columns`; for an older CSV without one, built from
-    its `#` header and the bold first line of its `.md`."""
+    its `#` header and the bold first line of its `.md`. A damaged sidecar is a `ResultsFileError`."""
     json_path = sidecar(path)
     if json_path.exists():
-        return json.loads(json_path.read_text())
+        try:
+            side = json.loads(json_path.read_text())
+        except ValueError as err:   # JSONDecodeError, UnicodeDecodeError
+            raise _damaged(json_path, f"cannot be read as JSON ({type(err).__name__}: {err})") from err
+        kinds = {"caption": str, "metadata": dict, "integer_columns": list}
+        if not isinstance(side, dict) or any(not isinstance(side.get(k), kind) for k, kind in kinds.items()):
+            raise _damaged(json_path, "expected a JSON object with a caption (text), metadata (an object) and "
+                                      "integer_columns (a list)")
+        return side
     markdown = Path(path).with_suffix(".md")
     first = markdown.read_text().partition("\n")[0] if markdown.exists() else ""
     caption = first[2:-2] if first.startswith("**") and first.endswith("**") else ""
@@ -99,10 +117,19 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a results CSV (a plain CSV; older ones had a `#` header, skipped), integer columns as integers."""
+    """Read a results CSV (a plain CSV; older ones had a `#` header, skipped), integer columns as integers; a
+    malformed one (a row of another width than the header, unparsable) is a `ResultsFileError`."""
     side = read_sidecar(path)
     skip = 0 if sidecar(path).exists() else len(side["metadata"])
-    return pd.read_csv(path, skiprows=skip, dtype={c: "int64" for c in side["integer_columns"]})
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))[skip:]
+        ragged = next((n for n, row in enumerate(rows[1:], 2) if row and len(row) != len(rows[0])), None)
+        if ragged is None:
+            return pd.read_csv(path, skiprows=skip, dtype={c: "int64" for c in side["integer_columns"]})
+    except (ValueError, csv.Error) as err:   # undecodable, empty, unparsable, integer columns holding other values
+        raise _damaged(path, f"cannot be read as CSV ({type(err).__name__}: {err})") from err
+    raise _damaged(path, f"record {ragged} has {len(rows[ragged - 1])} fields; the header has {len(rows[0])}")
 
 
 @lru_cache(maxsize=1)

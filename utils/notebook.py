@@ -18,6 +18,7 @@ from utility import (
 )
 from utils.data import Dataset, load_dataset, stratified_subset
 from utils.executor import LOCAL, DataRecipe, Executor, get_executor, set_recipe
+from utils.parameters import check_parameters
 from utils.paths import results_dir as resolve_results_dir
 from utils.profiles import Profile, get_profile
 from utils.results import ResultWriter
@@ -64,8 +65,12 @@ class NotebookRun:
 
 def start(notebook: str, profile: str, data_root: str | None, results_dir: str | None, seed: int,
           device: str, executor: str | None = None) -> NotebookRun:
-    """Resolve a notebook's parameters; a smoke run never writes to the committed `results/`. `executor`: where
-    independent units run ('local' or 'ray'; None: env `DD_EXECUTOR`, else 'local'; see `utils.executor`)."""
+    """Resolve a notebook's parameters, checked and coerced first (`utils.parameters`); a smoke run never writes
+    to the committed `results/`. `executor`: where independent units run ('local' or 'ray'; None: env
+    `DD_EXECUTOR`, else 'local'; see `utils.executor`)."""
+    checked = check_parameters(profile, data_root, results_dir, seed, device, executor)
+    profile, data_root, results_dir, seed = checked.profile, checked.data_root, checked.results_dir, checked.seed
+    device, executor = checked.device, checked.executor
     settings = get_profile(profile)
     torch_device = get_device(device)
     set_seed(seed)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -11,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
+import psutil
 from tqdm.auto import tqdm
 
 from utils.executor import EXECUTORS
@@ -46,9 +49,12 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
     `executor` ('local' or 'ray'; None: env `DD_EXECUTOR`, else 'local') is where the notebooks' independent units
     run; with 'ray' and no `DD_RAY_ADDRESS`, one local Ray instance serves every notebook of the run.
 
-    Relative `results_dir` and `data_root` (argument or env `DD_DATA_ROOT`) are taken relative to the caller's
-    working directory. A notebook runs into `<results>/.running-*/` (the same filesystem, so the final rename
-    cannot cross devices; a failed one stays there). Returns the results folder."""
+    Relative `results_dir`, `data_root` (argument or env `DD_DATA_ROOT`) and env `DD_CACHE_DIR` (made absolute in
+    this process's environment, which the kernels inherit) are taken relative to the caller's working directory.
+    A notebook runs into `<results>/.running-<pid>-*/` (the same filesystem, so the final rename cannot cross
+    devices; a failed one stays there until the next run removes it). A write that fails (disk full, read-only
+    folder) stops the run naming the path and the remedy, without a half-written file. Returns the results
+    folder."""
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
     selected = notebooks(only)
@@ -57,24 +63,31 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
     results_dir = Path(results_dir).resolve()
     if profile == "smoke" and results_dir == RESULTS_DIR.resolve():
         raise ValueError("smoke runs never write to the committed results/ folder; choose another --results-dir")
+    if os.environ.get("DD_CACHE_DIR"):   # the kernels run in the project root
+        os.environ["DD_CACHE_DIR"] = str(Path(os.environ["DD_CACHE_DIR"]).expanduser().resolve())
     started, fresh = time.time(), not any(results_dir.glob("*")) and not any(cache_dir().glob("*"))
     executed = results_dir / "notebooks"
-    executed.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".running-", dir=results_dir))
+    with writing(results_dir):
+        executed.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(results_dir)
+        staging = Path(tempfile.mkdtemp(prefix=f".running-{os.getpid()}-", dir=results_dir))
     parameters = {"profile": profile, "data_root": str(resolve_data_root(data_root).resolve()),
                   "results_dir": str(results_dir), "seed": seed, "device": device, "executor": executor}
     with ray_cluster(executor):
         _execute(selected, staging, executed, parameters)
-    staging.rmdir()
+    with writing(staging):
+        staging.rmdir()
     from utils import comparison, readme_results
     from utils.report import build as build_report  # the report of whatever the folder now holds (issue 11)
 
     summary = results_dir / "summary.md"
     if summary.exists() and summary.stat().st_mtime >= started:  # written by this run's notebook 08: stamp it
-        comparison.stamp_summary(results_dir, profile=profile, wall_seconds=time.time() - started, fresh=fresh,
-                                 executor=executor or os.environ.get("DD_EXECUTOR") or "local",
-                                 command="make results" + (f" ONLY={','.join(only)}" if only else ""))
-    print(f"report: {build_report(results_dir)['html']}")
+        with writing(summary):
+            comparison.stamp_summary(results_dir, profile=profile, wall_seconds=time.time() - started, fresh=fresh,
+                                     executor=executor or os.environ.get("DD_EXECUTOR") or "local",
+                                     command="make results" + (f" ONLY={','.join(only)}" if only else ""))
+    with writing(results_dir / "report.html"):
+        print(f"report: {build_report(results_dir)['html']}")
     if profile == "cpu" and results_dir == RESULTS_DIR.resolve() and summary.exists():
         readme_results.update_readme(PROJECT_ROOT / "README.md", summary)
     return results_dir
@@ -103,12 +116,54 @@ def _execute(selected: list[Path], staging: Path, executed: Path, parameters: di
     for nb in tqdm(selected, desc=f"notebooks ({parameters['profile']})", unit="nb"):
         tmp = staging / nb.name
         try:
-            pm.execute_notebook(nb, tmp, parameters=parameters, cwd=str(PROJECT_ROOT), progress_bar=False,
-                                log_output=True, kernel_name="python3")
+            with writing(tmp, partial=tmp):
+                pm.execute_notebook(nb, tmp, parameters=parameters, cwd=str(PROJECT_ROOT), progress_bar=False,
+                                    log_output=True, kernel_name="python3")
         except pm.PapermillExecutionError as err:
             raise SystemExit(f"FAILED: {nb.name}, {failed_cell(nb, err.source)}: {err.ename}: {err.evalue}\n"
                              f"partial output kept in {tmp}") from None
-        os.replace(tmp, executed / nb.name)
+        with writing(executed / nb.name, partial=tmp):
+            os.replace(tmp, executed / nb.name)
+
+
+REMEDIES = {errno.ENOSPC: "free space on that filesystem", errno.EDQUOT: "free space within your disk quota",
+            errno.EROFS: "the filesystem is read-only", errno.EACCES: "make the folder writable for you",
+            errno.EPERM: "make the folder writable for you"}
+
+
+@contextmanager
+def writing(path: Path, partial: Path | None = None):
+    """An `OSError` in the block becomes a `SystemExit` naming the path written (the error's own, else `path`)
+    and the remedy; `partial`, a file the block may have half-written, is removed first."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno is None:   # raised by our code with its own message (e.g. a folder without results)
+            raise
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+            if partial.parent.name.startswith(".running-") and not any(partial.parent.iterdir()):
+                partial.parent.rmdir()
+        remedy = REMEDIES.get(err.errno, "check the path")
+        raise SystemExit(f"FAILED: cannot write {err.filename or path}: {err.strerror or err}. {remedy}, or "
+                         "choose another --results-dir (DD_CACHE_DIR for the cache)") from None
+
+
+def remove_stale_staging(results_dir: Path) -> None:
+    """Remove the `.running-<pid>-*` folders of earlier runs (their process is gone, or its pid now belongs to a
+    process started after the folder last changed), with a line saying so."""
+    removed = []
+    for folder in sorted(results_dir.glob(".running-*")):
+        pid = folder.name.split("-")[1]
+        try:
+            alive = pid.isdigit() and psutil.Process(int(pid)).create_time() <= folder.stat().st_mtime
+        except psutil.NoSuchProcess:
+            alive = False
+        if folder.is_dir() and not alive:
+            shutil.rmtree(folder)
+            removed.append(folder.name)
+    if removed:
+        print(f"removed {len(removed)} staging folder(s) of earlier runs that did not finish: {', '.join(removed)}")
 
 
 def failed_cell(notebook: Path, source: str) -> str:

@@ -43,6 +43,10 @@ def atomic_write_many(writes: dict[Path, Callable[[Path], None]]) -> dict[Path, 
             write(staged[path])
         for path, tmp in staged.items():
             os.replace(tmp, path)
+    except OSError as err:
+        if err.errno is not None and err.filename is None:   # a full disk names no file
+            err.filename = str(path)
+        raise
     finally:
         for tmp in staged.values():
             if os.path.exists(tmp):

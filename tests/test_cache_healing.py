@@ -193,7 +193,7 @@ def test_a_refused_pickle_is_explained_without_torchs_advice_to_unpickle_it(tmp_
 def test_mhist_refuses_image_names_outside_its_images_folder(where, tmp_path, tmp_cache):
     outside = tmp_path / "outside.png"
     Image.new("RGB", (8, 8)).save(outside)
-    name = str(outside) if where == "absolute" else "../../outside.png"
+    name = str(outside) if where == "absolute" else "../../../outside.png"   # from root/mhist/images/
     rows = pd.DataFrame({"Image Name": [name, "im1.png", "im2.png", "im3.png"],
                          "Majority Vote Label": ["HP", "SSA", "HP", "SSA"],
                          "Partition": ["train", "train", "test", "test"]})

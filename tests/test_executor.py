@@ -1,9 +1,13 @@
-"""The Ray executor gives the in-process run's results (same seeds), and a study survives a killed worker."""
+"""The Ray executor gives the in-process run's results (same seeds), also when a worker dies or a node is lost."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,10 +28,22 @@ TIMING = ("time", "memory")   # columns that measure the machine, not the result
 
 
 @pytest.fixture(scope="module")
-def ray_executor():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
-    yield RayExecutor(torch.device("cpu"))
+def cluster():
+    """A local Ray cluster of two one-CPU nodes on this machine (Ray's own `Cluster`), joined by this process."""
+    from ray.cluster_utils import Cluster
+
+    local = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    local.add_node(num_cpus=1)
+    ray.init(address=local.address, include_dashboard=False, logging_level="warning", log_to_driver=False)
+    local.wait_for_nodes()
+    yield local
     ray.shutdown()
+    local.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_executor(cluster):
+    return RayExecutor(torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +93,37 @@ def local_02(cache, tmp_path_factory, data_root):
     return table, out, evaluations
 
 
-def test_ray_study_equals_the_in_process_study_02(local_02, ray_executor, tmp_path, data_root):
+def test_ray_study_equals_the_in_process_study_02_when_a_node_is_lost(local_02, cluster, ray_executor, tmp_path,
+                                                                      data_root, monkeypatch, caplog):
+    """One node of the cluster is removed (its processes killed) while it runs an evaluation: the driver logs
+    every unit it submits again, and the tables and sets equal the in-process run's. A fresh node joins after
+    the study (Ray adds nodes from the main thread only), for the module's later tests."""
     table, out, _ = local_02
-    distributed = _study("02_gradient_matching", ray_executor, tmp_path, data_root)
+    doomed = next(iter(cluster.worker_nodes))
+    busy, evaluate, doomed_id = tmp_path / "unit-running-on-the-doomed-node", study._evaluate, doomed.node_id
+
+    def stalls_on_the_doomed_node(*args, **kwargs):
+        if ray.get_runtime_context().get_node_id() == doomed_id:
+            busy.touch()
+            time.sleep(600)   # its node is removed before this returns
+        return evaluate(*args, **kwargs)
+
+    def remove_when_busy():
+        while not busy.exists():
+            time.sleep(0.05)
+        cluster.remove_node(doomed, allow_graceful=False)
+
+    monkeypatch.setattr(study, "_evaluate", stalls_on_the_doomed_node)
+    remover = threading.Thread(target=remove_when_busy, daemon=True)
+    remover.start()
+    with caplog.at_level(logging.WARNING, logger="utils.executor"):
+        distributed = _study("02_gradient_matching", ray_executor, tmp_path, data_root)
+    remover.join(timeout=60)
+    cluster.add_node(num_cpus=1)
+    assert busy.exists() and doomed not in cluster.worker_nodes, "no unit ran on the node that was to be removed"
+    retried = [r.getMessage() for r in caplog.records if "retrying it" in r.getMessage()]
+    assert retried and all(re.fullmatch(r"gm study: unit \d+ \(\w+\) lost its worker or node \(\w+\); retrying "
+                                        r"it, attempt 2 of 4", m) for m in retried), caplog.text
     _same_results(table, distributed, out, tmp_path)
     assert read_table(tmp_path / "tables" / "02_gradient_matching.csv")["ipc"].tolist() == table["ipc"].tolist()
 
@@ -90,8 +134,8 @@ def test_ray_study_equals_the_in_process_study_06(ray_executor, cache, tmp_path,
     _same_results(local, distributed, tmp_path / "local", tmp_path / "ray")
 
 
-def test_study_completes_when_a_worker_dies(local_02, ray_executor, tmp_path, data_root, monkeypatch):
-    """The first evaluation kills its worker process; Ray retries it and nothing is lost."""
+def test_study_completes_when_a_worker_dies(local_02, ray_executor, tmp_path, data_root, monkeypatch, caplog):
+    """The first evaluation kills its worker process; the driver retries it, says so, and nothing is lost."""
     table, out, _ = local_02
     marker = tmp_path / "killed-once"
     evaluate = study._evaluate
@@ -103,8 +147,12 @@ def test_study_completes_when_a_worker_dies(local_02, ray_executor, tmp_path, da
         return evaluate(*args, **kwargs)
 
     monkeypatch.setattr(study, "_evaluate", dies_once)
-    distributed = _study("02_gradient_matching", ray_executor, tmp_path / "ray", data_root)
+    with caplog.at_level(logging.WARNING, logger="utils.executor"):
+        distributed = _study("02_gradient_matching", ray_executor, tmp_path / "ray", data_root)
     assert marker.exists()
+    [retried] = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert re.fullmatch(r"gm study: unit \d+ \(dies_once\) lost its worker or node \(WorkerCrashedError\); "
+                        r"retrying it, attempt 2 of 4", retried), retried
     _same_results(table, distributed, out, tmp_path / "ray")
 
 
@@ -133,3 +181,4 @@ def test_a_restarted_study_submits_only_the_missing_units(local_02, ray_executor
 def test_unknown_executor_is_named():
     with pytest.raises(ValueError, match="'spark'.*local, ray"):
         get_executor("spark", torch.device("cpu"))
+

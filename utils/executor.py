@@ -10,14 +10,16 @@ follow-up units); leaving the pool waits for every unit:
         pool.submit(fn, *args, done=callback, **kwargs)
 
 `LocalExecutor` runs the units one after the other in submission order, exactly as a plain loop would. On Ray
-each unit is a task with `max_retries` (a lost worker or node is retried), one GPU when the run's device is
-CUDA, else one CPU. A dataset argument loaded by `NotebookRun.load` travels as its recipe (name, data root,
+each unit is a task, one GPU when the run's device is CUDA, else one CPU; a unit whose worker or node is lost
+(or whose result was lost with its node) is submitted again by the driver, up to `MAX_RETRIES` times, with one
+log line each time. A dataset argument loaded by `NotebookRun.load` travels as its recipe (name, data root,
 subsets) and is loaded again from the data root on the worker's node, so the data root must be visible to
 every node; any other dataset travels through Ray's object store.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -32,6 +34,7 @@ from utils.progress import progress
 
 EXECUTORS = ("local", "ray")
 MAX_RETRIES = 3
+LOG = logging.getLogger(__name__)
 # Driver environment a worker needs to find the same cache and behave the same way.
 _FORWARDED_ENV = ("DD_CACHE_DIR", "DD_COMPILE", "DD_DATA_ROOT", "CUBLAS_WORKSPACE_CONFIG")
 
@@ -172,17 +175,34 @@ def _run_unit(env: dict[str, str], fn: Callable, *args, **kwargs) -> Any:
     return fn(*args, **kwargs)
 
 
+@dataclass
+class _Task:
+    """One submitted unit, as the driver keeps it until its result is handled: what to run and how often it ran."""
+
+    number: int
+    fn: Callable
+    args: tuple
+    kwargs: dict
+    done: Callable[[Any], None] | None
+    attempts: int = 0
+
+
 class _RayPool(Pool):
     def __init__(self, executor: RayExecutor, desc: str, unit: str):
         super().__init__(desc, unit)
-        self.executor, self.pending = executor, {}
+        self.executor, self.desc, self.pending, self.submitted = executor, desc, {}, 0
 
     def submit(self, fn, *args, done=None, **kwargs) -> None:
         portable = self.executor.portable
-        env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
-        ref = self.executor.task.remote(env, fn, *map(portable, args), **{k: portable(v) for k, v in kwargs.items()})
-        self.pending[ref] = done
+        self.submitted += 1
+        self._launch(_Task(self.submitted, fn, tuple(map(portable, args)),
+                           {k: portable(v) for k, v in kwargs.items()}, done))
         self._count()
+
+    def _launch(self, task: _Task) -> None:
+        env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+        task.attempts += 1
+        self.pending[self.executor.task.remote(env, task.fn, *task.args, **task.kwargs)] = task
 
     def join(self) -> None:
         import ray
@@ -190,7 +210,29 @@ class _RayPool(Pool):
         while self.pending:
             ready, _ = ray.wait(list(self.pending), num_returns=1)
             for ref in ready:
-                self._finished(ray.get(ref), self.pending.pop(ref))
+                task = self.pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except _lost_unit_errors() as err:
+                    self._retry(task, err)
+                    continue
+                self._finished(result, task.done)
+
+    def _retry(self, task: _Task, err: Exception) -> None:
+        """Submit a unit whose worker, node or result was lost again, saying so; after `max_retries`, raise."""
+        what = f"{self.desc}: unit {task.number} ({task.fn.__name__})"
+        if task.attempts > self.executor.max_retries:
+            raise RuntimeError(f"{what} was lost {task.attempts} times ({type(err).__name__}); giving up") from err
+        LOG.warning("%s lost its worker or node (%s); retrying it, attempt %d of %d", what, type(err).__name__,
+                    task.attempts + 1, self.executor.max_retries + 1)
+        self._launch(task)
+
+
+def _lost_unit_errors() -> tuple[type[Exception], ...]:
+    """Ray's errors for a unit that did not fail itself but lost its worker, its node or its result."""
+    from ray import exceptions
+
+    return exceptions.WorkerCrashedError, exceptions.NodeDiedError, exceptions.ObjectLostError
 
 
 class RayExecutor(Executor):
@@ -207,7 +249,8 @@ class RayExecutor(Executor):
             address = address or os.environ.get("DD_RAY_ADDRESS") or None
             ray.init(address=address, include_dashboard=False, logging_level="warning", log_to_driver=False)
         resources = {"num_gpus": 1} if torch.device(device).type == "cuda" else {"num_cpus": 1}
-        self.task = ray.remote(max_retries=max_retries, **resources)(_run_unit)
+        self.task = ray.remote(max_retries=0, **resources)(_run_unit)   # the pool retries, and logs it
+        self.max_retries = max_retries
         self._shared: dict[int, tuple[Dataset, Any]] = {}
 
     def portable(self, value: Any) -> Any:

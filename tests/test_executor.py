@@ -93,6 +93,7 @@ def local_02(cache, tmp_path_factory, data_root):
     return table, out, evaluations
 
 
+@pytest.mark.slow
 def test_ray_study_equals_the_in_process_study_02_when_a_node_is_lost(local_02, cluster, ray_executor, tmp_path,
                                                                       data_root, monkeypatch, caplog):
     """One node of the cluster is removed (its processes killed) while it runs an evaluation: the driver logs

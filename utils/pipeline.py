@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -132,7 +133,7 @@ REMEDIES = {errno.ENOSPC: "free space on that filesystem", errno.EDQUOT: "free s
 
 
 @contextmanager
-def writing(path: Path, partial: Path | None = None):
+def writing(path: Path, partial: Path | None = None) -> Iterator[None]:
     """An `OSError` in the block becomes a `SystemExit` naming the path written (the error's own, else `path`)
     and the remedy; `partial`, a file the block may have half-written, is removed first."""
     try:
@@ -146,7 +147,7 @@ def writing(path: Path, partial: Path | None = None):
                 partial.parent.rmdir()
         remedy = REMEDIES.get(err.errno, "check the path")
         raise SystemExit(f"FAILED: cannot write {err.filename or path}: {err.strerror or err}. {remedy}, or "
-                         "choose another --results-dir (DD_CACHE_DIR for the cache)") from None
+                         "choose another --results-dir") from None
 
 
 def remove_stale_staging(results_dir: Path) -> None:

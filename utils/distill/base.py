@@ -307,6 +307,7 @@ def load_matching(path: str | os.PathLike, config: dict) -> SyntheticSet | None:
 
 
 def _matching(saved: SyntheticSet, config: dict) -> SyntheticSet | None:
+    """`saved` if made with `config` (None if not); a CacheFormatError if its images contradict that config."""
     if {k: saved.config.get(k) for k in config} != json.loads(json.dumps(config, default=str)):
         return None
     counts = torch.bincount(saved.labels).tolist()

@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -176,6 +177,22 @@ def test_ray_study_equals_the_in_process_study_02_when_a_node_is_lost(local_02, 
                                         r"it, attempt 2 of 4", m) for m in retried), caplog.text
     _same_results(table, distributed, out, tmp_path)
     assert read_table(tmp_path / "tables" / "02_gradient_matching.csv")["ipc"].tolist() == table["ipc"].tolist()
+
+
+def test_a_unit_lost_more_often_than_allowed_is_named(caplog):
+    """After `max_retries` resubmissions the driver gives up, naming the unit (no cluster needed)."""
+    executor = SimpleNamespace(max_retries=1, portable=lambda value: value,
+                               task=SimpleNamespace(remote=lambda *args, **kwargs: object()))
+    pool = _RayPool(executor, "gm study", "unit")
+    pool.submit(len, [1, 2])
+    [task] = pool.pending.values()
+    with caplog.at_level(logging.WARNING, logger="utils.executor"):
+        pool._retry(task, ray.exceptions.WorkerCrashedError())
+    assert "gm study: unit 1 (len) lost its worker or node (WorkerCrashedError); retrying it, attempt 2 of 2" \
+        in caplog.text
+    with pytest.raises(RuntimeError, match=r"gm study: unit 1 \(len\) was lost 2 times \(NodeDiedError\)"):
+        pool._retry(task, ray.exceptions.NodeDiedError("node"))
+    pool.bar.close()
 
 
 def test_unknown_executor_is_named():

@@ -10,6 +10,7 @@ from matplotlib import ticker
 
 from utility import TrainHistory
 from utils.data import Dataset
+from utils.results import mean_std, std_column
 
 
 def learning_curves(histories: dict[str, TrainHistory]) -> plt.Figure:
@@ -109,14 +110,8 @@ def scatter(x: list[float], y: list[float], labels: list[str], xlabel: str, ylab
     return fig
 
 
-def mean_std(cell) -> tuple[float, float]:
-    """(mean, std) of a 'mean ± std' cell; std 0 for a plain number."""
-    parts = str(cell).split(" ± ")
-    return float(parts[0]), float(parts[1]) if len(parts) > 1 else 0.0
-
-
 def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=None) -> plt.Figure:
-    """One panel per dataset: each distilled set's score (column per dataset in `score_columns`, 'mean ± std',
+    """One panel per dataset: each distilled set's score (column per dataset in `score_columns`, its std beside it,
     drawn with ± std error bars) against its distillation time; colour = method, filled = real init, hollow = noise
     init, size = ipc. Rows of `floor` (random real subsets) are dashed reference lines with a ± std band."""
     datasets = list(dict.fromkeys(table["dataset"]))
@@ -127,7 +122,7 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
     for ax, dataset in zip(axes[0], datasets):
         column = score_columns[dataset]
         for r in table[table["dataset"] == dataset].to_dict("records"):
-            score, std = mean_std(r[column])
+            score, std = mean_std(r, column)
             colour = colours[r["method"]]
             x = max(float(r["distillation time (s)"]), 1.0)
             ax.errorbar(x, score, yerr=std, color=colour, capsize=3, linewidth=1, zorder=2)
@@ -135,7 +130,7 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
                        edgecolors=colour, linewidths=1.5, zorder=3)
         references = [] if floor is None else floor[floor["dataset"] == dataset].to_dict("records")
         for k, r in enumerate(references):
-            mean, std = mean_std(r[column])
+            mean, std = mean_std(r, column)
             ax.axhline(mean, color="black", linestyle=styles[k % len(styles)], linewidth=1.2)
             if std > 0:
                 ax.axhspan(mean - std, mean + std, color="black", alpha=0.1, linewidth=0)
@@ -163,7 +158,8 @@ def transfer_bars(table, label_column: str, title: str, chance: float | None = N
     """Cross-architecture transfer: one panel per '<dataset>, ipc <k>' named in the labels, one group of bars per
     architecture (the other columns, 'mean ± std' cells with ± std error bars), one bar per set; the set whose
     label starts with `reference` is a dashed line with a ± std band over each group, `chance` a dotted line."""
-    architectures = [c for c in table.columns if c != label_column]
+    stds = {std_column(c) for c in table.columns}
+    architectures = [c for c in table.columns if c != label_column and c not in stds]
     panel_of = [(m.group(1), m.group(2)) if (m := re.search(r"(\w+), ipc (\d+)", str(label))) else ("", "")
                 for label in table[label_column]]
     panels = list(dict.fromkeys(panel_of))
@@ -175,20 +171,20 @@ def transfer_bars(table, label_column: str, title: str, chance: float | None = N
         sets, floor = rows[~is_reference], rows[is_reference]
         width = 0.8 / max(len(sets), 1)
         for k, r in enumerate(sets.to_dict("records")):
-            cells = [mean_std(r[a]) for a in architectures]
+            cells = [mean_std(r, a) or (0.0, 0.0) for a in architectures]
             label = str(r[label_column]).replace(f", {panel[0]}, ipc {panel[1]}", "")
             ax.bar([i - 0.4 + (k + 0.5) * width for i in range(len(architectures))], [c[0] for c in cells], width,
                    yerr=[c[1] for c in cells], capsize=2, label=label)
         for r in floor.to_dict("records"):
             for i, a in enumerate(architectures):
-                mean, std = mean_std(r[a])
+                mean, std = mean_std(r, a) or (0.0, 0.0)
                 ax.plot([i - 0.45, i + 0.45], [mean, mean], color="black", linestyle="--", linewidth=1.2,
                         label=f"{reference} (± std)" if i == 0 else None)
                 ax.fill_between([i - 0.45, i + 0.45], mean - std, mean + std, color="black", alpha=0.12,
                                 linewidth=0)
         if chance is not None:
             ax.axhline(chance, color="tab:red", linestyle=":", linewidth=1.2, label=f"chance ({chance:g}%)")
-        ax.set_xticks(range(len(architectures)), architectures)
+        ax.set_xticks(range(len(architectures)), [a.removesuffix(" (%)") for a in architectures])
         ax.set(ylabel=ylabel, title=f"{panel[0]}, {panel[1]} images per class" if panel[0] else "", ylim=(0, None))
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

@@ -335,6 +335,8 @@ def course_vs_run(results_dir: str | Path, notebook: str) -> pd.DataFrame:
             found = table[np.logical_and.reduce([table[k].astype(str) == v for k, v in c.match])] \
                 if all(k in table.columns for k, _ in c.match) else table.iloc[:0]
             ours = mean_std(found.iloc[0], c.column) if len(found) and c.column in found.columns else None
+            if ours is not None and std_column(c.column) not in found.columns:
+                ours = (ours[0], None)   # one network: no std
         rows.append({"what": c.what, "unit": c.unit, "course report": c.value, "course report: where": c.source,
                      "this run": ours[0] if ours else None, "this run std": ours[1] if ours else None})
     return pd.DataFrame(rows, columns=["what", "unit", "course report", "course report: where", "this run",

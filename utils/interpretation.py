@@ -306,10 +306,11 @@ def best_summary(best: pd.DataFrame) -> str:
             continue
         gap = round(ours[0] - floor[0], 2)
         where = (f"{gap:.2f} points above" if gap > 0 else f"{-gap:.2f} points below" if gap < 0 else "level with")
+        count = row["sets above random real"] if "distilled sets" not in row else \
+            f"{row['sets above random real']} of {row['distilled sets']}"   # older tables: '3 of 4'
         lines.append(f"- {row['dataset']}, ipc {row['ipc']} ({row['metric']}): the best distilled set, "
                      f"{row['best set']} ({shown(ours)}), is {where} random real ({shown(floor)}), "
-                     f"{_spread(gap, (ours[1], floor[1]))}; {row['sets above random real']} of "
-                     f"{row['distilled sets']} sets are above random real.")
+                     f"{_spread(gap, (ours[1], floor[1]))}; {count} sets are above random real.")
     if not lines:
         return "No dataset has both a distilled set and a random-real floor."
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import secrets
 import subprocess
 import time
@@ -81,7 +82,8 @@ def mean_std(row: Mapping, column: str) -> tuple[float, float] | None:
 
 def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     """`df` as Markdown, TeX and HTML show it: each mean column and its `std_column` as one 'mean ± std' cell
-    (two decimals), integer columns without a decimal point, missing values as '-'."""
+    (two decimals; the mean alone where the std is missing), integer columns without a decimal point, missing
+    values as '-'."""
     shown = pd.DataFrame(index=df.index)
     stds = {std_column(c) for c in df.columns} & set(df.columns)
     for column in df.columns:
@@ -90,9 +92,12 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
         values = df[column]
         if std_column(column) in df.columns:
             pairs = zip(values, df[std_column(column)])
-            shown[column] = [f"{m:.2f} ± {0.0 if pd.isna(s) else s:.2f}" if not pd.isna(m) else "-" for m, s in pairs]
+            shown[column] = ["-" if pd.isna(m) else f"{m:.2f}" if pd.isna(s) else f"{m:.2f} ± {s:.2f}"
+                             for m, s in pairs]
         elif pd.api.types.is_float_dtype(values) and values.dropna().map(float.is_integer).all():
             shown[column] = [f"{v:,.0f}" if not pd.isna(v) else "-" for v in values]
+        elif pd.api.types.is_float_dtype(values):
+            shown[column] = [f"{round(v, 4):,}" if not pd.isna(v) else "-" for v in values]
         else:
             shown[column] = values.astype(object).where(values.notna(), "-")
     return shown
@@ -164,8 +169,27 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     (pandas' nullable integers where a value is missing)."""
     side = read_sidecar(path)
     skip = 0 if sidecar(path).exists() else len(side["metadata"])
-    table = pd.read_csv(path, skiprows=skip, dtype={c: "Int64" for c in side["integer_columns"]})
+    table = _numeric_summaries(pd.read_csv(path, skiprows=skip, dtype={c: "Int64" for c in side["integer_columns"]}))
     return table.astype({c: "int64" for c in side["integer_columns"] if not table[c].isna().any()})
+
+
+SUMMARY = re.compile(r"^\s*(-?\d+(?:\.\d+)?)(?:\s*±\s*(\d+(?:\.\d+)?))?\s*$")
+
+
+def _numeric_summaries(table: pd.DataFrame) -> pd.DataFrame:
+    """Older results stored 'mean ± std' strings and '-' for missing values: each text column whose cells are all
+    such becomes a mean column and its `std_column` (where any cell had a std), '-' an empty value."""
+    for column in [c for c in table.columns if pd.api.types.is_object_dtype(table[c])
+                   or pd.api.types.is_string_dtype(table[c])]:
+        texts = table[column].map(lambda c: "" if pd.isna(c) else str(c).strip())
+        matches = texts[~texts.isin(["", "-"])].map(SUMMARY.match)
+        if matches.empty or matches.isna().any():
+            continue
+        table[column] = pd.to_numeric(matches.map(lambda m: m.group(1))).reindex(table.index)
+        if matches.map(lambda m: m.group(2) is not None).any() and std_column(column) not in table.columns:
+            table.insert(table.columns.get_loc(column) + 1, std_column(column),
+                         pd.to_numeric(matches.map(lambda m: m.group(2))).reindex(table.index))
+    return table
 
 
 @lru_cache(maxsize=1)

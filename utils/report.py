@@ -461,7 +461,7 @@ def render_latex(results_dir: Path, found: list[Section]) -> str:
              r"\DeclareUnicodeCharacter{03C4}{\ensuremath{\tau}}", r"\DeclareUnicodeCharacter{2212}{-}",
              r"\DeclareUnicodeCharacter{00D7}{\ensuremath{\times}}", r"\DeclareUnicodeCharacter{00B7}{.}",
              r"\title{" + latex_text(TITLE) + "}", r"\date{" + latex_text(info["results written"]) + "}",
-             r"\begin{document}", r"\maketitle", r"\begin{abstract}", markdown2latex(abstract(found)),
+             r"\begin{document}", r"\sloppy", r"\maketitle", r"\begin{abstract}", markdown2latex(abstract(found)),
              r"\end{abstract}", r"\tableofcontents", r"\section*{Setup}", r"\begin{itemize}"]
     lines += [r"\item \textbf{" + latex_text(k) + "}: " + latex_text(v) for k, v in info.items()]
     lines += [r"\end{itemize}", latex_text(MACS), "",

@@ -16,6 +16,7 @@ from utility import (
     resolve_precision,
     set_seed,
 )
+from utils import compiled
 from utils.data import Dataset, load_dataset, stratified_subset
 from utils.executor import LOCAL, DataRecipe, Executor, get_executor, set_recipe
 from utils.paths import results_dir as resolve_results_dir
@@ -67,6 +68,7 @@ def start(notebook: str, profile: str, data_root: str | None, results_dir: str |
     """Resolve a notebook's parameters; a smoke run never writes to the committed `results/`. `executor`: where
     independent units run ('local' or 'ray'; None: env `DD_EXECUTOR`, else 'local'; see `utils.executor`)."""
     settings = get_profile(profile)
+    compiled.follow_profile(settings.compile)
     torch_device = get_device(device)
     set_seed(seed)
     out = resolve_results_dir(profile, results_dir)

@@ -258,6 +258,17 @@ def test_comparison_figures_draw_references_and_error_bars():
     ax = fig.axes[0]
     assert len(ax.containers) == 2, "one ± std error bar per set"
     assert any(list(line.get_ydata()) == [80.0, 80.0] for line in ax.get_lines()), "random-real reference line"
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and 10 <= t.get_position()[0] <= 100]
+    assert len(labels) >= 2, f"a log axis over 10-100 s needs readable ticks, got {labels}"
+    plt.close(fig)
+
+    curve = pd.DataFrame({"ipc": [10, 10], "init": ["real", "real"], "iteration": [5, 10], "accuracy (%)": [60.0, 65.0],
+                          "std (%)": [0.0, 1.0]})
+    fig = plots.accuracy_curves(curve, "accuracy (%)", {"random real, ipc 10": (58.0, 1.0),
+                                                        "random real, ipc 50": (62.0, 1.0)})
+    floors = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("random real")]
+    assert len({(line.get_color(), line.get_linestyle()) for line in floors}) == 2, "floors must differ in style"
     plt.close(fig)
 
 

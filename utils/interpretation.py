@@ -46,7 +46,7 @@ def _spread(gap: float, stds: tuple[float, ...]) -> str:
 
 def _set_name(row: pd.Series) -> str:
     """'Method, real init on DATASET (ipc k)'."""
-    init = f", {row['init']} init" if str(row.get("init", "-")) not in ("-", "") else ""
+    init = f", {row['init']} init" if not pd.isna(row.get("init")) and str(row["init"]) not in ("-", "") else ""
     return f"{row['method']}{init} on {row['dataset']} (ipc {row['ipc']})"
 
 

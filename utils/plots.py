@@ -79,15 +79,20 @@ def loss_curves(losses: dict[str, list[float]], ylabel: str = "matching loss") -
     return fig
 
 
+# Reference lines (random-real floors) of one axes: each its own colour and dash, so two sizes can be told apart.
+REFERENCE_STYLES = (("dimgrey", "--"), ("black", ":"), ("tab:brown", "-."))
+
+
 def accuracy_curves(rows, column: str, floors: dict[str, tuple[float, float]]) -> plt.Figure:
     """Accuracy (± std bars) against distillation iterations, a line per (ipc, init); floors as bands."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for (ipc, init), line in rows.groupby(["ipc", "init"], sort=False):
         ax.errorbar(line["iteration"], line[column], yerr=line["std (%)"], marker="o", capsize=3,
                     label=f"ipc {ipc}, {init} init")
-    for label, (mean, std) in floors.items():
-        ax.axhline(mean, color="grey", linestyle="--", linewidth=1, label=label)
-        ax.axhspan(mean - std, mean + std, color="grey", alpha=0.15)
+    for k, (label, (mean, std)) in enumerate(floors.items()):
+        colour, style = REFERENCE_STYLES[k % len(REFERENCE_STYLES)]
+        ax.axhline(mean, color=colour, linestyle=style, linewidth=1.2, label=label)
+        ax.axhspan(mean - std, mean + std, color=colour, alpha=0.12)
     ax.set(xlabel="distillation iteration", ylabel=column)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -118,7 +123,6 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
     methods = list(dict.fromkeys(table["method"]))
     colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 4), squeeze=False)
-    styles = ["--", ":", "-."]
     for ax, dataset in zip(axes[0], datasets):
         column = score_columns[dataset]
         for r in table[table["dataset"] == dataset].to_dict("records"):
@@ -131,14 +135,16 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
         references = [] if floor is None else floor[floor["dataset"] == dataset].to_dict("records")
         for k, r in enumerate(references):
             mean, std = mean_std(r, column)
-            ax.axhline(mean, color="black", linestyle=styles[k % len(styles)], linewidth=1.2)
+            colour, style = REFERENCE_STYLES[k % len(REFERENCE_STYLES)]
+            ax.axhline(mean, color=colour, linestyle=style, linewidth=1.2)
             if std > 0:
-                ax.axhspan(mean - std, mean + std, color="black", alpha=0.1, linewidth=0)
+                ax.axhspan(mean - std, mean + std, color=colour, alpha=0.1, linewidth=0)
             ax.annotate(f"random real, ipc {r['ipc']}", (0.02, mean), xycoords=("axes fraction", "data"),
                         textcoords="offset points", xytext=(0, 3), fontsize=7)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))   # labelled at 1, 2, 5 x 10^k s
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(round(v))[0] in "25" else ""))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set(title=dataset, xlabel="distillation time (s, log scale)", ylabel=f"{column.replace(' (%)', '')} (%)")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=m) for m, c in colours.items()]
@@ -156,8 +162,8 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
 def transfer_bars(table, label_column: str, title: str, chance: float | None = None,
                   reference: str = "random real", ylabel: str = "test accuracy (%)") -> plt.Figure:
     """Cross-architecture transfer: one panel per '<dataset>, ipc <k>' named in the labels, one group of bars per
-    architecture (the other columns, 'mean ± std' cells with ± std error bars), one bar per set; the set whose
-    label starts with `reference` is a dashed line with a ± std band over each group, `chance` a dotted line."""
+    architecture (the other columns, each '<arch> (%)' with its std column as error bars), one bar per set; the set
+    whose label starts with `reference` is a dashed line with a ± std band over each group, `chance` a dotted line."""
     stds = {std_column(c) for c in table.columns}
     architectures = [c for c in table.columns if c != label_column and c not in stds]
     panel_of = [(m.group(1), m.group(2)) if (m := re.search(r"(\w+), ipc (\d+)", str(label))) else ("", "")

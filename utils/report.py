@@ -28,7 +28,7 @@ from nbconvert.filters.markdown import markdown2html
 from PIL import Image
 
 from utils.comparison import COURSE_REPORT, course_vs_run
-from utils.interpretation import best_summary
+from utils.interpretation import best_summary, shown
 from utils.paths import NOTEBOOKS_DIR, RESULTS_DIR
 from utils.profiles import PROFILES
 from utils.results import (
@@ -357,7 +357,7 @@ def _course_lines(found: list[Section]) -> list[str]:
                 continue
             gap = row["this run"] - row["course report"]
             ours = f"{row['this run']:g}" if pd.isna(row["this run std"]) else \
-                f"{row['this run']:.2f} ± {row['this run std']:.2f}"
+                shown((row["this run"], row["this run std"]))
             lines.append(f"- {row['what']}: {ours} {row['unit']} in this run against {row['course report']:g} "
                          f"{row['unit']} in the course report ({gap:+.2f}).")
     return lines

@@ -84,11 +84,15 @@ REFERENCE_STYLES = (("dimgrey", "--"), ("black", ":"), ("tab:brown", "-."))
 
 
 def accuracy_curves(rows, column: str, floors: dict[str, tuple[float, float]]) -> plt.Figure:
-    """Accuracy (± std bars) against distillation iterations, a line per (ipc, init); floors as bands."""
+    """Accuracy (± std bars) against distillation iterations, a line per (method, ipc, init), the method named
+    where the rows hold several; floors as bands."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for (ipc, init), line in rows.groupby(["ipc", "init"], sort=False):
+    several = rows["method"].nunique() > 1 if "method" in rows.columns else False
+    keys = ["method", "ipc", "init"] if "method" in rows.columns else ["ipc", "init"]
+    for key, line in rows.groupby(keys, sort=False):
+        *method, ipc, init = key
         ax.errorbar(line["iteration"], line[column], yerr=line["std (%)"], marker="o", capsize=3,
-                    label=f"ipc {ipc}, {init} init")
+                    label=(f"{method[0]}, " if several else "") + f"ipc {ipc}, {init} init")
     for k, (label, (mean, std)) in enumerate(floors.items()):
         colour, style = REFERENCE_STYLES[k % len(REFERENCE_STYLES)]
         ax.axhline(mean, color=colour, linestyle=style, linewidth=1.2, label=label)

@@ -56,11 +56,12 @@ COURSE_NUMBERS = (
                  "01_baseline", (("dataset", "MNIST"),), "training time (s)"),
     CourseNumber("01", "CIFAR10, training time of the full-data ConvNet", 255.5, "s", "baselines",
                  "01_baseline", (("dataset", "CIFAR10"),), "training time (s)"),
-    CourseNumber("02", "MNIST, gradient matching, ipc 10", 94.39, "%", "gradient matching",
+    CourseNumber("02", "MNIST, gradient matching, ipc 10, real init", 94.39, "%", "gradient matching",
                  "02_gradient_matching", (("dataset", "MNIST"), ("ipc", "10"), ("init", "real")),
                  "accuracy with DSA (%)"),
-    CourseNumber("02", "CIFAR10, gradient matching, ipc 10", 38.50, "%", "gradient matching",
-                 "02_gradient_matching", (("dataset", "CIFAR10"), ("ipc", "10"), ("init", "real")),
+    # noise init: issue 10's targets (this report's numbers rounded) are 39.2 for real and 38.5 for noise init
+    CourseNumber("02", "CIFAR10, gradient matching, ipc 10, noise init", 38.50, "%", "gradient matching",
+                 "02_gradient_matching", (("dataset", "CIFAR10"), ("ipc", "10"), ("init", "noise")),
                  "accuracy with DSA (%)"),
     CourseNumber("03", "MNIST, gradient-matching set (real init) trained on LeNet", 88.27, "%",
                  "cross-architecture", "03_cross_architecture",
@@ -79,10 +80,10 @@ COURSE_NUMBERS = (
                    "full-data accuracy (%)" if side == "full data" else "distilled accuracy (%)")
       for side, values in (("full data", (98.11, 98.79, 99.26)), ("the distilled set", (83.81, 91.27, 94.67)))
       for depth, value in zip((1, 2, 4), values)),
-    CourseNumber("06", "CIFAR10, trajectory matching, ipc 10", 45.75, "%", "trajectory matching",
+    CourseNumber("06", "CIFAR10, trajectory matching, ipc 10, real init", 45.75, "%", "trajectory matching",
                  "06_trajectory_matching", (("dataset", "CIFAR10"), ("ipc", "10"), ("init", "real")),
                  "accuracy with DSA (%)"),
-    CourseNumber("07", "CIFAR10, distribution matching, ipc 10", 44.01, "%", "distribution matching",
+    CourseNumber("07", "CIFAR10, distribution matching, ipc 10, real init", 44.01, "%", "distribution matching",
                  "07_distribution_matching", (("dataset", "CIFAR10"), ("ipc", "10"), ("init", "real")),
                  "accuracy with DSA (%)"),
 )
@@ -317,7 +318,7 @@ def published_table() -> pd.DataFrame:
     """Published accuracies (papers, ConvNet, ipc 10) and the course report's distilled-set accuracies at ipc 10,
     labelled by source."""
     rows = [{"dataset": d, "method": m, "accuracy (%)": a, "source": "published (papers)"} for d, m, a in PUBLISHED]
-    rows += [{"dataset": c.what.split(",")[0], "method": c.what.split(", ")[1], "accuracy (%)": c.value,
+    rows += [{"dataset": c.what.split(",")[0], "method": ", ".join(c.what.split(", ")[1:]), "accuracy (%)": c.value,
               "source": f"{COURSE_REPORT}, {c.source}"}
              for c in COURSE_NUMBERS if c.notebook in ("02", "06", "07")]
     return pd.DataFrame(rows)

@@ -287,7 +287,8 @@ def sections(results_dir: Path) -> list[Section]:
         section.protocol = protocol_card(profiles[0], number) if len(profiles) == 1 else {}
         course = course_vs_run(results_dir, number)
         if len(course):
-            section.course = Table(f"{number}_course_report", f"The {COURSE_REPORT}'s numbers beside this run's",
+            section.course = Table(f"{number}_course_report", f"The {COURSE_REPORT}'s numbers beside this run's "
+                                   "('-': this run has no counterpart, e.g. it searched another dataset)",
                                    {}, course)
         found.append(section)
     return found

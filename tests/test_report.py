@@ -283,3 +283,18 @@ def test_learning_curves_use_whole_epochs():
     ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 3]
     assert ticks and all(float(t).is_integer() for t in ticks)
     plt.close(fig)
+
+
+def test_tables_and_figures_keep_the_order_their_notebook_wrote_them(tmp_path):
+    writer = ResultWriter(tmp_path, notebook="05_mhist", profile="smoke", seed=0, device="cpu")
+    fig, ax = plt.subplots(figsize=(2, 2))
+    for name in ("05_mhist_zz_images", "05_mhist_aa_curve"):
+        writer.figure(fig, name)
+        time.sleep(0.15)
+    plt.close(fig)
+    for name in ("05_mhist", "05_mhist_curves", "05_mhist_best"):
+        writer.table(pd.DataFrame({"x": [1]}), name)
+        time.sleep(0.15)
+    (section,) = report.sections(tmp_path)
+    assert [f.name for f in section.figures] == ["05_mhist_zz_images", "05_mhist_aa_curve"]
+    assert [t.name for t in section.tables] == ["05_mhist", "05_mhist_curves", "05_mhist_best"]

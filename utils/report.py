@@ -164,18 +164,25 @@ def generated_findings(path: Path) -> list[str]:
             for output in cell.get("outputs", []) if "text/markdown" in output.get("data", {})]
 
 
-def _created(path: Path) -> str:
-    """When a table or figure was written (its metadata's `created_utc`; '' where not recorded)."""
+def _written(path: Path) -> tuple[str, float]:
+    """When a table or figure was written: its metadata's `created_utc` and seconds since its notebook started
+    (finer than the second), ('', 0) where not recorded."""
     if path.suffix == ".png":
         with Image.open(path) as image:
-            found = re.search(r"created_utc: (\S+?)[;\s]", str(image.info.get("Description", "")) + ";")
-        return found.group(1) if found else ""
-    return str(read_sidecar(path)["metadata"].get("created_utc", ""))
+            text = str(image.info.get("Description", ""))
+        meta = dict(item.split(": ", 1) for item in text.split("; ") if ": " in item)
+    else:
+        meta = read_sidecar(path)["metadata"]
+    try:
+        seconds = float(meta.get("wall_seconds_since_start", 0))
+    except ValueError:
+        seconds = 0.0
+    return str(meta.get("created_utc", "")), seconds
 
 
 def in_written_order(paths: list[Path]) -> list[Path]:
-    """Tables or figures in the order their notebook wrote them (recorded creation time, then name)."""
-    return sorted(paths, key=lambda p: (_created(p), p.name))
+    """Tables or figures in the order their notebook wrote them (recorded time, then name)."""
+    return sorted(paths, key=lambda p: (*_written(p), p.name))
 
 
 def _yes_no(flag: bool) -> str:

@@ -61,7 +61,7 @@ REFERENCES = (
     "B. Zhao and H. Bilen. Dataset Condensation with Distribution Matching. WACV 2023. arXiv:2110.04181.",
     "G. Cazenavette, T. Wang, A. Torralba, A. A. Efros and J.-Y. Zhu. Dataset Distillation by Matching Training "
     "Trajectories. CVPR 2022. arXiv:2203.11932.",
-    "Y. Shi and H. Chen. ECE1512 2022F Project B report: dataset distillation (University of Toronto, 2022).",
+    "Y. Shi and H. Chen. ECE1512 2022F Project B report. University of Toronto, 2022.",
 )
 
 

@@ -202,7 +202,7 @@ def protocol_card(profile_name: str, number: str) -> dict[str, str]:
         return {"datasets": ", ".join(b.datasets), "network": "ConvNet (depth 3, width 128)", "epochs": str(b.epochs),
                 "train images": f"{b.train_images:,}" if b.train_images else "the whole training set",
                 "optimiser": f"SGD, momentum 0.9, cosine annealing from lr {b.lr:g}, batch {b.batch_size}",
-                "test images": "the whole test set"}
+                "test images": test_images}
     if number in ("02", "06", "07"):
         method = {"02": "gm", "06": "mtt", "07": "dm"}[number]
         study = profile.study
@@ -221,6 +221,7 @@ def protocol_card(profile_name: str, number: str) -> dict[str, str]:
                 "test images": test_images}
     if number == "03":
         c = profile.cross_arch
+        limit = min((n for n in (ev.test_images, c.test_images) if n), default=None)
         budgets = []
         for arch in c.architectures:
             epochs, lr = c.budget(arch)
@@ -228,8 +229,8 @@ def protocol_card(profile_name: str, number: str) -> dict[str, str]:
                            else f"{arch} {epochs} epochs, lr: a set's learned (MTT) or {ev.lr:g}")
         return {"sets": f"{', '.join(c.datasets)}; ipc {', '.join(map(str, c.ipcs))}; init {', '.join(c.inits)}",
                 "architectures and budgets": "; ".join(budgets), "networks per set": str(c.n_models),
-                "DSA during evaluation": "no", "test images": f"{c.test_images:,} (stratified subset)"
-                if c.test_images else "the whole test set"}
+                "DSA during evaluation": "no",
+                "test images": f"{limit:,} (stratified subset)" if limit else "the whole test set"}
     if number == "04":
         n = profile.nas
         return {"dataset": n.dataset, "candidates": f"ConvNet depth {', '.join(map(str, n.depths))} × width "
@@ -247,7 +248,7 @@ def protocol_card(profile_name: str, number: str) -> dict[str, str]:
                 "distillation iterations": "; ".join(f"{k}: {m.method_config(k, ipc).iterations:,} (ipc {ipc})"
                                                      for k in ("gm", "dm", "mtt") for ipc in m.ipcs),
                 "evaluation epochs": f"{m.eval_epochs} (with DSA)", "networks per set": str(m.n_models),
-                "full-data baseline": f"{m.baseline_epochs} epochs", "test images": "the whole test set"}
+                "full-data baseline": f"{m.baseline_epochs} epochs", "test images": test_images}
     return {}
 
 

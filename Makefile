@@ -1,6 +1,7 @@
 # Two entry points: `make results` re-executes the notebooks (PROFILE=smoke|cpu|paper, default cpu) and ends by
 # building the report, `make test` runs the linter and the test suite. Both create .venv from requirements.txt first.
-# `make report` (re)builds RESULTS/report.html and RESULTS/report/report.tex from a results folder (default results/).
+# `make report` (re)builds RESULTS/report.html, RESULTS/report/report.tex and report.pdf (needs pdflatex) from a results
+# folder (default results/).
 # EXECUTOR=ray (default: env DD_EXECUTOR, else local) runs the notebooks' independent units on Ray
 # (requirements-ray.txt; `make test` installs it for the tests).
 PROFILE ?= cpu
@@ -27,7 +28,7 @@ results: $(VENV)/.installed $(if $(filter ray,$(or $(EXECUTOR),$(DD_EXECUTOR))),
 	$(PY) -m utils.pipeline --profile $(PROFILE) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(ONLY),--only $(ONLY))
 
 report: $(VENV)/.installed
-	$(PY) -m utils.report --results-dir $(RESULTS)
+	$(PY) -m utils.report --results-dir $(RESULTS) --pdf
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -66,17 +66,29 @@ def get_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def hardware_name(device: torch.device) -> str:
-    """What the run ran on, for result metadata: GPU name, or CPU model and thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or "unknown CPU"
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")   # what decides a CPU's speed and precision here
+
+
+def cpu_model_and_flags() -> tuple[str, list[str]]:
+    """The CPU model and which of `CPU_FLAGS` it has, from /proc/cpuinfo (else the platform's processor name)."""
+    model, flags = platform.processor() or "unknown CPU", []
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        model = names[0] if names else model
-    return f"{model}, {torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}"
+        lines = cpuinfo.read_text().splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), model)
+        present = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+        flags = [flag for flag in CPU_FLAGS if flag in present]
+    return model, flags
+
+
+def hardware_name(device: torch.device) -> str:
+    """The one description of the machine, for result metadata and the run stamp: the GPU's name, or the CPU
+    model, its flags among `CPU_FLAGS` and the cores this process may use."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model, flags = cpu_model_and_flags()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model} ({', '.join(flags) or 'none of ' + '/'.join(CPU_FLAGS)}), {cores} cores"
 
 
 def _bf16_native(device: torch.device) -> bool:

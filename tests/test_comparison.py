@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tests.fakes import numeric_table
 from utils import comparison, readme_results
 from utils.paths import PROJECT_ROOT, RESULTS_DIR
 from utils.results import ResultWriter
 
 
 def write(root, notebook: str, rows: list[dict]) -> None:
-    ResultWriter(root, notebook=notebook, profile="smoke", seed=0, device="cpu").table(pd.DataFrame(rows), notebook)
+    ResultWriter(root, notebook=notebook, profile="smoke", seed=0, device="cpu").table(numeric_table(rows), notebook)
 
 
 def row(method: str, dataset: str, init: str, dsa: str, **extra) -> dict:
@@ -36,15 +37,19 @@ def test_gather_merges_tables_once_per_set_and_ranks_mhist_by_balanced_accuracy(
     assert len(table) == 6
     assert (table["method"] == "random real").sum() == 2
     dm = table[(table["method"] == "Distribution matching") & (table["dataset"] == "CIFAR10")].iloc[0]
-    assert dm["accuracy without DSA (%)"] == "-" and dm["balanced accuracy with DSA (%)"] == "-"
+    assert pd.isna(dm["accuracy without DSA (%)"]) and pd.isna(dm["balanced accuracy with DSA (%)"])
+    assert table["accuracy with DSA (%)"].dtype == "float64" and table["ipc"].dtype == "Int64"
+    gm = table[table["method"] == "Gradient matching + DSA"].iloc[0]
+    assert (gm["accuracy without DSA (%)"], gm["accuracy without DSA std (%)"]) == (29.0, 0.1)
     assert dm["iterations"] == 5 and dm["profile"] == "smoke"
 
     best = comparison.best_per_dataset(table).set_index("dataset")
     assert best.loc["CIFAR10", "best set"] == "Distribution matching, real init"
-    assert best.loc["CIFAR10", "gain (points)"] == 10.0 and best.loc["CIFAR10", "sets above random real"] == "2 of 2"
+    assert best.loc["CIFAR10", "gain (points)"] == 10.0 and best.loc["CIFAR10", "sets above random real"] == 2
+    assert best.loc["CIFAR10", "distilled sets"] == 2 and best.loc["CIFAR10", "best std (%)"] == 0.5
     assert best.loc["MHIST", "metric"] == "balanced accuracy"
     assert best.loc["MHIST", "best set"] == "Trajectory matching, real init"
-    assert best.loc["MHIST", "sets above random real"] == "1 of 2"
+    assert best.loc["MHIST", "sets above random real"] == 1
 
 
 def fake_results(root) -> None:

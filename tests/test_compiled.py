@@ -133,3 +133,18 @@ def test_switch_off_is_honoured(fresh, monkeypatch):
     assert compiled.unavailable_reason(CPU) == "DD_COMPILE=0"
     _train_and_predict(*_data(8))
     assert compiled._LOSS._compiled is None and compiled._LOGITS._compiled is None
+
+
+def test_a_profile_that_does_not_compile_switches_compilation_off_unless_told_otherwise(monkeypatch):
+    from utils.profiles import CPU, PAPER, SMOKE
+
+    cpu = torch.device("cpu")
+    assert not SMOKE.compile and CPU.compile and PAPER.compile
+    monkeypatch.delenv(compiled.SWITCH, raising=False)
+    compiled.follow_profile(CPU.compile)
+    assert compiled.SWITCH not in os.environ
+    compiled.follow_profile(SMOKE.compile)
+    assert compiled.unavailable_reason(cpu) == f"{compiled.SWITCH}=0"
+    monkeypatch.setenv(compiled.SWITCH, "1")   # asked for explicitly: the smoke profile compiles too
+    compiled.follow_profile(SMOKE.compile)
+    assert os.environ[compiled.SWITCH] == "1"

@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from tests.fakes import numeric_table
 from utils import interpretation
 from utils.study import FLOOR
 
@@ -17,16 +18,12 @@ def study_row(method: str, init: str, dsa: str, dataset: str = "CIFAR10", ipc: i
     return {"method": method, "dataset": dataset, "ipc": ipc, "init": init, "iterations": 10, DSA: dsa, **extra}
 
 
-def test_parse_reads_summaries_numbers_and_skips_unmeasured_cells():
-    assert interpretation.parse("37.85 ± 0.21") == (37.85, 0.21)
-    assert interpretation.parse("63.15") == (63.15, 0.0)
-    assert interpretation.parse(50.0) == (50.0, 0.0)
-    assert interpretation.parse("-") is None
-    assert interpretation.parse(float("nan")) is None
+def test_shown_writes_a_mean_and_its_std_as_the_tables_show_them():
+    assert interpretation.shown((37.849, 0.2)) == "37.85 ± 0.20"
 
 
 def test_floor_gaps_says_beats_or_short_of_with_the_gap_and_the_spread():
-    table = pd.DataFrame([study_row(FLOOR, "-", "26.50 ± 0.20"),
+    table = numeric_table([study_row(FLOOR, "-", "26.50 ± 0.20"),
                           study_row("Distribution matching", "real", "37.80 ± 0.20"),
                           study_row("Distribution matching", "noise", "25.60 ± 1.50"),
                           study_row("Gradient matching + DSA", "real", "-")])
@@ -41,7 +38,7 @@ def test_floor_gaps_says_beats_or_short_of_with_the_gap_and_the_spread():
 
 
 def test_floor_gaps_matches_floors_by_dataset_and_ipc_and_reads_the_given_column():
-    table = pd.DataFrame([
+    table = numeric_table([
         study_row(FLOOR, "-", "-", dataset="MHIST", ipc=10, **{BALANCED: "58.00 ± 0.50"}),
         study_row(FLOOR, "-", "-", dataset="MHIST", ipc=50, **{BALANCED: "62.00 ± 0.50"}),
         study_row("Trajectory matching", "real", "-", dataset="MHIST", ipc=50, **{BALANCED: "60.00 ± 0.50"}),
@@ -56,10 +53,10 @@ def test_floor_gaps_matches_floors_by_dataset_and_ipc_and_reads_the_given_column
 
 
 def test_init_comparison_names_the_initialisation_that_is_ahead():
-    ahead = pd.DataFrame([study_row("Gradient matching + DSA", "real", "33.50 ± 0.30"),
+    ahead = numeric_table([study_row("Gradient matching + DSA", "real", "33.50 ± 0.30"),
                           study_row("Gradient matching + DSA", "noise", "25.60 ± 0.20")])
     assert "real init is ahead of noise init by 7.90 points" in interpretation.init_comparison(ahead)
-    caught_up = pd.DataFrame([study_row("Distribution matching", "real", "30.00 ± 1.00"),
+    caught_up = numeric_table([study_row("Distribution matching", "real", "30.00 ± 1.00"),
                               study_row("Distribution matching", "noise", "30.50 ± 1.00")])
     text = interpretation.init_comparison(caught_up)
     assert "noise init is ahead of real init by 0.50 points" in text
@@ -67,7 +64,7 @@ def test_init_comparison_names_the_initialisation_that_is_ahead():
 
 
 def test_dsa_effect_signs_the_change():
-    table = pd.DataFrame([study_row("Gradient matching + DSA", "real", "33.50 ± 0.10",
+    table = numeric_table([study_row("Gradient matching + DSA", "real", "33.50 ± 0.10",
                                     **{"accuracy (%)": "32.50 ± 0.10"}),
                           study_row("Gradient matching + DSA", "noise", "25.00 ± 0.10",
                                     **{"accuracy (%)": "26.00 ± 0.10"})])
@@ -78,7 +75,7 @@ def test_dsa_effect_signs_the_change():
 
 
 def test_method_comparison_orders_methods_and_gives_the_leaders_margin():
-    versus = pd.DataFrame([{"dataset": "MNIST", "ipc": 10, "init": "-", "method": FLOOR, DSA: "83.80 ± 0.50"},
+    versus = numeric_table([{"dataset": "MNIST", "ipc": 10, "init": "-", "method": FLOOR, DSA: "83.80 ± 0.50"},
                            {"dataset": "MNIST", "ipc": 10, "init": "real", "method": "Gradient matching + DSA",
                             DSA: "87.95 ± 0.38"},
                            {"dataset": "MNIST", "ipc": 10, "init": "real", "method": "Trajectory matching",
@@ -90,13 +87,13 @@ def test_method_comparison_orders_methods_and_gives_the_leaders_margin():
 
 
 def transfer(lenet_floor: str) -> pd.DataFrame:
-    return pd.DataFrame([
-        {"training set": "random real, CIFAR10, ipc 10", "ConvNet": "26.50 ± 0.00", "LeNet": lenet_floor,
-         "MLP": "-"},
-        {"training set": "Distribution matching, CIFAR10, ipc 10, real init", "ConvNet": "37.65 ± 0.05",
-         "LeNet": "10.90 ± 1.90", "MLP": "24.75 ± 0.85"},
-        {"training set": "Gradient matching + DSA, CIFAR10, ipc 10, real init", "ConvNet": "34.85 ± 0.85",
-         "LeNet": "9.00 ± 0.50", "MLP": "24.30 ± 1.40"},
+    return numeric_table([
+        {"training set": "random real, CIFAR10, ipc 10", "ConvNet (%)": "26.50 ± 0.00", "LeNet (%)": lenet_floor,
+         "MLP (%)": "-"},
+        {"training set": "Distribution matching, CIFAR10, ipc 10, real init", "ConvNet (%)": "37.65 ± 0.05",
+         "LeNet (%)": "10.90 ± 1.90", "MLP (%)": "24.75 ± 0.85"},
+        {"training set": "Gradient matching + DSA, CIFAR10, ipc 10, real init", "ConvNet (%)": "34.85 ± 0.85",
+         "LeNet (%)": "9.00 ± 0.50", "MLP (%)": "24.30 ± 1.40"},
     ])
 
 
@@ -138,12 +135,12 @@ def test_nas_agreement_sets_the_proxy_against_the_seed_ceiling():
 def test_nas_agreement_reads_the_one_row_summary_table_without_a_ceiling_column():
     summary = nas(0.4, 0.0)
     del summary[interpretation.CEILING]
-    text = interpretation.nas_agreement(pd.DataFrame([summary]))
+    text = interpretation.nas_agreement(numeric_table([summary]))
     assert "Spearman ρ = 0.40" in text and "No seed-vs-seed ceiling" in text
 
 
 def test_baseline_summary_compares_with_published_and_counts_cost():
-    table = pd.DataFrame([{"dataset": "CIFAR10", "train images": 50000, "epochs": 2, "test accuracy (%)": 67.25,
+    table = numeric_table([{"dataset": "CIFAR10", "train images": 50000, "epochs": 2, "test accuracy (%)": 67.25,
                            "MACs per image (M)": 51.61}])
     text = interpretation.baseline_summary(table, published={"CIFAR10": 84.8})
     assert "67.25 % test accuracy after 2 epochs, 17.55 points below the published" in text
@@ -152,7 +149,7 @@ def test_baseline_summary_compares_with_published_and_counts_cost():
 
 
 def test_mhist_summary_counts_sets_above_the_floors_and_the_gap_to_full_data():
-    table = pd.DataFrame([
+    table = numeric_table([
         study_row("Distribution matching", "real", "59.00 ± 0.10", dataset="MHIST", **{BALANCED: "61.00 ± 0.40"}),
         study_row("Distribution matching", "noise", "65.00 ± 0.10", dataset="MHIST", **{BALANCED: "50.50 ± 1.00"}),
         {"method": "majority class", "dataset": "MHIST", "ipc": "-", "init": "-", DSA: "63.15", BALANCED: "50.00"},
@@ -167,20 +164,20 @@ def test_mhist_summary_counts_sets_above_the_floors_and_the_gap_to_full_data():
 
 
 def test_best_summary_follows_the_sign_of_the_gain():
-    best = pd.DataFrame([{"dataset": "MHIST", "ipc": "10", "metric": "balanced accuracy",
+    best = numeric_table([{"dataset": "MHIST", "ipc": "10", "metric": "balanced accuracy",
                           "best set": "Gradient matching + DSA, real init", "best (%)": "58.58 ± 0.23",
                           "random real (%)": "58.32 ± 0.72", "gain (points)": 0.26,
-                          "sets above random real": "1 of 6"},
+                          "sets above random real": 1, "distilled sets": 6},
                          {"dataset": "MNIST", "ipc": "10", "metric": "accuracy", "best set": "DM, real init",
                           "best (%)": "80.00 ± 0.20", "random real (%)": "83.82 ± 0.55", "gain (points)": -3.82,
-                          "sets above random real": "0 of 6"}])
+                          "sets above random real": 0, "distilled sets": 6}])
     text = interpretation.best_summary(best)
     assert "is 0.26 points above random real (58.32 ± 0.72), not larger than both stds" in text
     assert "is 3.82 points below random real (83.82 ± 0.55), larger than both stds; 0 of 6" in text
 
 
 def test_cost_per_iteration_ranks_methods_cheapest_first():
-    table = pd.DataFrame([study_row(FLOOR, "-", "26.50 ± 0.20", **{"distillation time (s)": 0.0}),
+    table = numeric_table([study_row(FLOOR, "-", "26.50 ± 0.20", **{"distillation time (s)": 0.0}),
                           study_row("Gradient matching + DSA", "real", "33.0 ± 0.1", **{"distillation time (s)": 90.0}),
                           study_row("Distribution matching", "real", "37.0 ± 0.1",
                                     **{"distillation time (s)": "5.0"})])

@@ -9,12 +9,14 @@ from dataclasses import replace
 import nbformat
 import pandas as pd
 import pytest
+import torch
 
+from utility import hardware_name
 from utils import pipeline
 from utils.distill import METHODS, DistributionMatchingConfig
 from utils.paths import RESULTS_DIR
 from utils.profiles import PROFILES, SMOKE, get_profile
-from utils.results import read_metadata, read_table
+from utils.results import read_metadata, read_sidecar, read_table
 from utils.synthetic import SyntheticSet, find_synthetic
 
 EXPECTED_TABLES = ["01_baseline", "02_gradient_matching", "02_training_cost", "03_cross_architecture",
@@ -60,13 +62,30 @@ def test_tables_parse_and_record_metadata(smoke_results):
         table = read_table(out / "tables" / f"{name}.csv")
         assert len(table) > 0, name
         meta = read_metadata(out / "tables" / f"{name}.csv")
-        assert meta["profile"] == "smoke" and meta["seed"] == "0" and meta["device"] == "cpu"
-        assert meta["torch"] and float(meta["wall_seconds_since_start"]) >= 0
+        assert meta["profile"] == "smoke" and meta["seed"] == 0 and meta["device"] == "cpu"
+        assert meta["torch"] and isinstance(meta["wall_seconds_since_start"], float)
+        assert meta["hardware"] == hardware_name(torch.device("cpu"))   # one description of the machine
         assert (out / "tables" / f"{name}.md").read_text().count("|") > 4
         assert "\\begin{tabular}" in (out / "tables" / f"{name}.tex").read_text()
     for path in (out / "tables").glob("*.csv"):
         assert len(pd.read_csv(path)) > 0, f"{path.name} must read with plain pd.read_csv"
     assert (out / "report.html").stat().st_size > 0 and (out / "report" / "report.tex").is_file()
+
+
+def test_every_csv_loads_its_numbers_as_numbers_with_plain_pandas(smoke_results):
+    out, _, _ = smoke_results
+    scores = 0
+    for path in sorted((out / "tables").glob("*.csv")):
+        plain = pd.read_csv(path)   # no options, as a spreadsheet user would
+        for column in plain.columns:
+            if column.endswith("(%)") or column.endswith("(s)") or column in ("ipc", "models", "iterations"):
+                assert pd.api.types.is_numeric_dtype(plain[column]), f"{path.name}: {column!r} is {plain[column].dtype}"
+                scores += "accuracy" in column
+            assert "±" not in plain[column].astype(str).str.cat(), f"{path.name}: {column!r} holds 'mean ± std' text"
+        text = pd.read_csv(path, dtype=str)
+        for column in read_sidecar(path)["integer_columns"]:
+            assert not text[column].dropna().str.contains(".", regex=False).any(), f"{path.name}: {column!r} as floats"
+    assert scores >= 10, "the accuracy columns of the study tables"
 
 
 def test_figures_exist_as_png_and_pdf(smoke_results):

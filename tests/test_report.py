@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from utils import plots, report
+from utils.paths import PROJECT_ROOT
 from utils.results import ResultWriter
 
 matplotlib.use("Agg")
@@ -28,11 +29,14 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1200,900"]
 
 
-def _executed_stub(path: Path, title: str, question: str, interpretation: str, seconds: float) -> None:
+def _executed_stub(path: Path, title: str, question: str, interpretation: str, seconds: float,
+                   finding: str = "") -> None:
     nb = nbformat.v4.new_notebook()
+    shown = nbformat.v4.new_code_cell("display(Markdown(sentences))")
+    shown.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": finding, "text/plain": "<md>"})]
     nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n{question}"),
                 nbformat.v4.new_code_cell("profile = 'smoke'", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_markdown_cell("## A step\n\nNot part of the report."),
+                nbformat.v4.new_markdown_cell("## A step\n\nNot part of the report."), shown,
                 nbformat.v4.new_markdown_cell(f"## Interpretation\n\n{interpretation}")]
     nb.metadata["papermill"] = {"duration": seconds}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +51,10 @@ def fake_results(tmp_path_factory) -> Path:
                           details={"precision": "fp32", "hardware": "Fake CPU, 2 threads"})
     writer.table(pd.DataFrame({"dataset": ["MNIST", "CIFAR10"], "epochs": [1, 2], "test accuracy (%)": [97.5, 40.1]}),
                  "01_baseline", caption="ConvNet on the full training set")
+    wide = {f"a rather long column name {k} (%)": [12.345, 67.891] for k in range(12)}
+    wide.update({f"a rather long column name {k} std (%)": [0.5, 1.25] for k in range(12)})
+    writer.table(pd.DataFrame({"training set": ["random real, MNIST, ipc 10", "DM, MNIST, ipc 10, real init"], **wide}),
+                 "03_wide", caption="A table of twelve mean ± std columns")
     writer.table(pd.DataFrame({"dataset": ["MNIST"], "method": ["DM"], "accuracy (%)": [97.5],
                                "source": ["published & <papers>"]}), "08_published", caption="Published numbers")
     fig, ax = plt.subplots(figsize=(3, 2))
@@ -55,7 +63,9 @@ def fake_results(tmp_path_factory) -> Path:
     writer.figure(fig, "02_gradient_matching_MNIST_loss")
     plt.close(fig)
     _executed_stub(root / "notebooks" / "01_baseline.ipynb", "01 · Full-data baselines",
-                   "**Question.** How accurate is the ConvNet on *all* the data?", "- MNIST is close to solved.", 61)
+                   "**Question.** How accurate is the ConvNet on *all* the data?\n\n**Method.** A student starts at "
+                   "θ*ₜ and ends near θ*ₜ₊ₘ, *unlike* θ̂.", "- MNIST is close to solved.", 61,
+                   finding="- MNIST: 97.50 % test accuracy, generated from the table.")
     report.build(root)
     return root
 
@@ -66,6 +76,20 @@ def test_report_reads_like_the_course_report(fake_results):
     assert html.index("01 · Full-data baselines") < html.index("02 · Gradient matching")  # 02: project notebook
     assert "<strong>Question.</strong> How accurate is the ConvNet on <em>all</em> the data?" in html
     assert "MNIST is close to solved." in html and "Not part of the report." not in html
+    assert html.index("<h2>Abstract") < html.index("<h2>Setup") < html.index("<h2>01 · Full-data baselines") \
+        < html.index("<h2>Conclusions") < html.index("<h2>References") < html.index("<h2>Appendix: every file")
+    section = html[html.index('id="nb-01"'):html.index('id="nb-02"')]
+    assert section.index("<strong>Question.</strong>") < section.index(">Method<") < section.index(">Setup<") \
+        < section.index(">Results<") < section.index("generated from the table") \
+        < section.index(">Course report vs this run<") < section.index(">Interpretation<")
+    assert "<dt>epochs</dt><dd>2</dd>" in section   # the smoke profile's baseline card
+    assert "starts at θ*ₜ and ends near θ*ₜ₊ₘ, <em>unlike</em> θ̂." in section   # the star inside θ*ₜ is no emphasis
+    assert "MACs are multiply-accumulate operations of one forward pass" in html
+    assert "MNIST, ConvNet on the full training set: 97.5 % in this run against 99.06 % in the course report " \
+           "(-1.56)." in html
+    for paper in ("ICLR 2021", "ICML 2021", "WACV 2023", "CVPR 2022", "Shi and H. Chen"):
+        assert paper in html.split('id="references"')[1], paper
+    assert "12.35 ± 0.50" in html and "std (%)" not in html    # mean and std columns shown as one cell
     assert "ConvNet on the full training set" in html and "published &amp; &lt;papers&gt;" in html
     assert "Fake CPU, 2 threads" in html and "smoke" in html and "61 s" in html
     assert html.count('<img src="data:image/png;base64,') == 2
@@ -79,23 +103,34 @@ def test_latex_report_inputs_every_table_and_pdf_figure_by_relative_path(fake_re
     tex = (fake_results / "report" / "report.tex").read_text()
     inputs = re.findall(r"\\input\{([^}]+)\}", tex)
     graphics = re.findall(r"\\includegraphics\[[^]]*\]\{([^}]+)\}", tex)
-    assert sorted(Path(p).name for p in inputs) == ["01_baseline.tex", "08_published.tex"]
+    assert sorted(Path(p).name for p in inputs) == ["01_baseline.tex", "03_wide.tex", "08_published.tex"]
     assert sorted(Path(p).name for p in graphics) == ["01_baseline_learning_curves.pdf",
                                                       "02_gradient_matching_MNIST_loss.pdf"]
     for path in inputs + graphics:
         assert (fake_results / "report" / path).is_file(), path
     assert r"\textbf{Question.} How accurate is the ConvNet on \emph{all} the data?" in tex
+    assert r"starts at $\theta$*$_t$ and ends near $\theta$*$_t$$_+$$_m$, \emph{unlike} $\hat{\theta}$." in tex
+    assert r"\begin{abstract}" in tex and r"\section*{Conclusions}" in tex and r"\section*{References}" in tex
+    assert "generated from the table" in tex and r"\subsection*{Course report vs this run}" in tex
+
+
+def test_report_names_no_absolute_path_of_the_machine(fake_results):
+    for text in ((fake_results / "report.html").read_text(), (fake_results / "report" / "report.tex").read_text()):
+        assert str(fake_results) not in text and str(PROJECT_ROOT) not in text
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (Debian: texlive-latex-base "
-                    "and texlive-latex-recommended); the LaTeX report is checked by path only")
-def test_latex_report_compiles(fake_results, tmp_path):
+                    "and texlive-latex-recommended; .ci/run installs them); the LaTeX report is checked by path only")
+def test_latex_report_compiles_with_no_table_wider_than_the_text(fake_results, tmp_path):
     work = tmp_path / "copy"
     shutil.copytree(fake_results, work)
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
                           cwd=work / "report", capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert (work / "report" / "report.pdf").read_bytes()[:4] == b"%PDF"
+    overfull = re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", (work / "report" / "report.log").read_text())
+    assert not overfull, f"{len(overfull)} boxes wider than the text: {overfull}"
+    assert report.build(work, pdf=True)["pdf"].read_bytes()[:4] == b"%PDF"
+    assert not (work / "report" / "report.aux").exists() or (work / "report" / "report.aux").stat().st_size
 
 
 def test_report_of_an_old_results_folder_with_hash_headers(tmp_path):
@@ -106,7 +141,7 @@ def test_report_of_an_old_results_folder_with_hash_headers(tmp_path):
     (tmp_path / "tables" / "03_cross_architecture.md").write_text("**Old caption**\n\n| a |\n")
     paths = report.build(tmp_path)
     html = paths["html"].read_text()
-    assert "Old caption" in html and "Old VM" in html and "26.5 ± 0.1" in html and "not recorded" in html
+    assert "Old caption" in html and "Old VM" in html and "26.50 ± 0.10" in html and "not recorded" in html
 
 
 def test_report_names_a_folder_without_results(tmp_path):
@@ -164,6 +199,7 @@ def test_report_opens_in_chromium_with_every_figure_and_no_console_error(fake_re
         tools.wait_for("Page.loadEventFired")
         images = tools.call("Runtime.evaluate", returnByValue=True, expression=(
             "Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth}))"))
+        text = tools.call("Runtime.evaluate", returnByValue=True, expression="document.documentElement.outerHTML")
         shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         (tmp_path / "report.png").write_bytes(__import__("base64").b64decode(shot["data"]))
         errors = [e for e in tools.events if e.get("method") == "Runtime.exceptionThrown"
@@ -174,6 +210,8 @@ def test_report_opens_in_chromium_with_every_figure_and_no_console_error(fake_re
         browser.terminate()
         browser.wait(timeout=30)
     assert not errors, errors
+    shown = text["result"]["value"]
+    assert "Abstract" in shown and str(fake_results) not in shown and str(PROJECT_ROOT) not in shown
     values = images["result"]["value"]
     assert len(values) == 2 and all(i["complete"] and i["width"] > 0 for i in values), values
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
@@ -203,7 +241,8 @@ def test_image_grids_have_gaps_and_say_when_they_are_truncated():
 
 def test_comparison_figures_draw_references_and_error_bars():
     transfer = pd.DataFrame({"training set": ["random real, MNIST, ipc 10", "DM, MNIST, ipc 10, real init"],
-                             "ConvNet": ["80.00 ± 1.00", "90.00 ± 2.00"], "MLP": ["70.00 ± 1.00", "71.00 ± 0.50"]})
+                             "ConvNet (%)": [80.0, 90.0], "ConvNet std (%)": [1.0, 2.0],
+                             "MLP (%)": [70.0, 71.0], "MLP std (%)": [1.0, 0.5]})
     fig = plots.transfer_bars(transfer, "training set", "Transfer", chance=10.0)
     ax = fig.axes[0]
     labels = ax.get_legend_handles_labels()[1]
@@ -212,13 +251,27 @@ def test_comparison_figures_draw_references_and_error_bars():
     plt.close(fig)
 
     table = pd.DataFrame({"method": ["DM", "GM"], "dataset": ["MNIST", "MNIST"], "ipc": [10, 10],
-                          "init": ["real", "noise"], "accuracy (%)": ["90.00 ± 2.00", "85.00 ± 1.00"],
+                          "init": ["real", "noise"], "accuracy (%)": [90.0, 85.0], "accuracy std (%)": [2.0, 1.0],
                           "distillation time (s)": [10.0, 100.0]})
-    floor = pd.DataFrame({"dataset": ["MNIST"], "ipc": [10], "accuracy (%)": ["80.00 ± 1.00"]})
+    floor = pd.DataFrame({"dataset": ["MNIST"], "ipc": [10], "accuracy (%)": [80.0], "accuracy std (%)": [1.0]})
     fig = plots.accuracy_vs_time(table, {"MNIST": "accuracy (%)"}, "Accuracy", floor=floor)
     ax = fig.axes[0]
     assert len(ax.containers) == 2, "one ± std error bar per set"
     assert any(list(line.get_ydata()) == [80.0, 80.0] for line in ax.get_lines()), "random-real reference line"
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and 10 <= t.get_position()[0] <= 100]
+    assert len(labels) >= 2, f"a log axis over 10-100 s needs readable ticks, got {labels}"
+    plt.close(fig)
+
+    curve = pd.DataFrame({"method": ["GM", "GM", "DM", "DM"], "ipc": [10] * 4, "init": ["real"] * 4,
+                          "iteration": [5, 10, 150, 300], "accuracy (%)": [60.0, 65.0, 61.0, 62.0],
+                          "std (%)": [0.0, 1.0, 0.0, 1.0]})
+    fig = plots.accuracy_curves(curve, "accuracy (%)", {"random real, ipc 10": (58.0, 1.0),
+                                                        "random real, ipc 50": (62.0, 1.0)})
+    floors = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("random real")]
+    assert len({(line.get_color(), line.get_linestyle()) for line in floors}) == 2, "floors must differ in style"
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert {"GM, ipc 10, real init", "DM, ipc 10, real init"} <= set(labels), "one line per method, not a zig-zag"
     plt.close(fig)
 
 
@@ -230,3 +283,18 @@ def test_learning_curves_use_whole_epochs():
     ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 3]
     assert ticks and all(float(t).is_integer() for t in ticks)
     plt.close(fig)
+
+
+def test_tables_and_figures_keep_the_order_their_notebook_wrote_them(tmp_path):
+    writer = ResultWriter(tmp_path, notebook="05_mhist", profile="smoke", seed=0, device="cpu")
+    fig, ax = plt.subplots(figsize=(2, 2))
+    for name in ("05_mhist_zz_images", "05_mhist_aa_curve"):
+        writer.figure(fig, name)
+        time.sleep(0.15)
+    plt.close(fig)
+    for name in ("05_mhist", "05_mhist_curves", "05_mhist_best"):
+        writer.table(pd.DataFrame({"x": [1]}), name)
+        time.sleep(0.15)
+    (section,) = report.sections(tmp_path)
+    assert [f.name for f in section.figures] == ["05_mhist_zz_images", "05_mhist_aa_curve"]
+    assert [t.name for t in section.tables] == ["05_mhist", "05_mhist_curves", "05_mhist_best"]

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from utils.paths import RESULTS_DIR, results_dir
-from utils.results import ResultWriter, atomic_write, read_metadata, read_sidecar, read_table
+from utils.results import ResultWriter, atomic_write, display_frame, mean_std, read_metadata, read_sidecar, read_table
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -46,8 +46,9 @@ def test_table_writes_plain_csv_sidecar_md_tex_with_metadata(writer):
     assert side["caption"] == "Test accuracy" and side["integer_columns"] == ["ipc"]
     meta = read_metadata(paths["csv"])
     assert meta == side["metadata"]
-    assert meta["profile"] == "smoke" and meta["seed"] == "7" and meta["device"] == "cpu"
+    assert meta["profile"] == "smoke" and meta["seed"] == 7 and meta["device"] == "cpu"
     assert meta["torch"] == torch.__version__ and meta["notebook"] == "01_test"
+    assert isinstance(meta["wall_seconds_since_start"], float)
     back = read_table(paths["csv"])
     pd.testing.assert_frame_equal(back.fillna(""), df)
 
@@ -89,6 +90,22 @@ def test_integer_columns_stay_integers_even_where_pandas_would_guess_otherwise(w
     back = read_table(path)
     assert back["ipc"].dtype == "int64" and back["epochs"].dtype == "int64" and back["score"].dtype == "float64"
     assert read_sidecar(path)["integer_columns"] == ["ipc", "epochs"]
+
+
+def test_mean_and_std_columns_load_as_numbers_and_show_as_mean_plus_minus_std(writer):
+    df = pd.DataFrame({"method": ["gm", "majority"], "models": [5.0, None], "accuracy (%)": [93.756, 63.2],
+                       "accuracy std (%)": [1.14, None], "AUC (%)": [None, 50.0]})
+    paths = writer.table(df, "scores")
+    plain = pd.read_csv(paths["csv"])   # no options
+    assert plain["accuracy (%)"].dtype == "float64" and plain["accuracy std (%)"].dtype == "float64"
+    assert paths["csv"].read_text().splitlines()[1] == "gm,5,93.756,1.14,"   # an integer as an integer, gaps empty
+    assert read_table(paths["csv"])["models"].dtype == "Int64"
+    shown = display_frame(read_table(paths["csv"]))
+    assert list(shown.columns) == ["method", "models", "accuracy (%)", "AUC (%)"]
+    assert shown["accuracy (%)"].tolist() == ["93.76 ± 1.14", "63.20"]   # no std: the mean alone
+    assert shown["models"].tolist() == [5, "-"]
+    assert "93.76 ± 1.14" in paths["md"].read_text() and "93.76 ± 1.14" in paths["tex"].read_text()
+    assert mean_std(plain.iloc[0], "accuracy (%)") == (93.756, 1.14) and mean_std(plain.iloc[0], "AUC (%)") is None
 
 
 def test_old_tables_with_a_hash_header_still_read(tmp_path):

@@ -61,6 +61,13 @@ def unavailable_reason(device: torch.device) -> str | None:
     return None if shutil.which(compiler) else f"no C++ compiler ({compiler!r}) found"
 
 
+def follow_profile(compile: bool) -> None:
+    """Switch compilation off for a profile that does not compile (`Profile.compile`), unless `DD_COMPILE` is
+    set: the variable reaches the notebook's kernel, its units on other processes and anything they start."""
+    if not compile:
+        os.environ.setdefault(SWITCH, "0")
+
+
 def _configure() -> None:
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 

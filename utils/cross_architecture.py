@@ -56,14 +56,15 @@ def transfer_sets(run: NotebookRun) -> list[TrainingSet]:
 
 
 def transfer_table(run: NotebookRun) -> pd.DataFrame:
-    """Accuracy (mean ± std, %) of each architecture trained on each selected set."""
+    """Accuracy (%) of each architecture trained on each selected set: per architecture a mean column
+    '<arch> (%)' and its std column '<arch> std (%)'."""
     settings = run.profile.cross_arch
     sets = transfer_sets(run)
-    found: dict[tuple[int, str], str] = {}
+    found: dict[tuple[int, str], SyntheticEvaluation] = {}
 
     def record(k: int, arch: str, result: SyntheticEvaluation) -> None:
-        found[k, arch] = result.summary()
-        print(f"{sets[k].label} -> {arch}: {found[k, arch]}")
+        found[k, arch] = result
+        print(f"{sets[k].label} -> {arch}: {result.summary()}")
 
     with run.executor.pool("cross-architecture grid", unit="evaluation") as pool:
         for k, s in enumerate(sets):
@@ -72,7 +73,10 @@ def transfer_table(run: NotebookRun) -> pd.DataFrame:
                 submit_evaluation(pool, run, s.x, s.y, s.data, dsa=False, architecture=arch, lr=lr or s.lr,
                                   epochs=epochs, n_models=settings.n_models,
                                   done=lambda result, k=k, arch=arch: record(k, arch, result))
-    return pd.DataFrame([{"training set": s.label, **{arch: found[k, arch] for arch in settings.architectures}}
+    return pd.DataFrame([{"training set": s.label,
+                          **{column: value for arch in settings.architectures
+                             for column, value in ((f"{arch} (%)", round(100 * found[k, arch].mean(), 2)),
+                                                   (f"{arch} std (%)", round(100 * found[k, arch].std(), 2)))}}
                          for k, s in enumerate(sets)])
 
 
@@ -83,5 +87,6 @@ def budget_table(run: NotebookRun) -> pd.DataFrame:
     for arch in settings.architectures:
         epochs, lr = settings.budget(arch)
         rows.append({"architecture": arch, "epochs": epochs, "networks per set": settings.n_models,
+                     "test images": settings.test_images,
                      "lr": lr if lr is not None else f"the set's own (MTT) or {run.profile.evaluation.lr}"})
     return pd.DataFrame(rows)

@@ -1,6 +1,6 @@
 """Interpretation sentences generated from the notebooks' result tables (issue 10): every claim that depends on a
 run's numbers is written from those numbers, so the prose cannot contradict them. Each function takes a table as
-its notebook has it and returns markdown; cells are 'mean ± std' strings or bare numbers, '-' where not measured."""
+its notebook has it and returns markdown; a mean column's std is in its `std_column`, empty cells were not measured."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from utils.results import mean_std, std_column
 from utils.study import FLOOR
 
 DSA_COLUMN = "accuracy with DSA (%)"
@@ -20,18 +21,9 @@ REFERENCES = (FLOOR, MAJORITY, FULL)   # rows that are not distilled sets
 CEILING = "ceiling spearman (full data, seed vs seed)"
 
 
-def parse(cell) -> tuple[float, float] | None:
-    """(mean, std) of a 'mean ± std' cell or a bare number (std 0); None where not measured ('-', empty, NaN)."""
-    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
-        return None
-    text = str(cell).strip()
-    if text in ("", "-", "nan"):
-        return None
-    parts = text.split("±")
-    try:
-        return float(parts[0]), float(parts[1]) if len(parts) > 1 else 0.0
-    except ValueError:
-        return None
+def shown(cell: tuple[float, float]) -> str:
+    """A (mean, std) pair as the tables show it: 'mean ± std'."""
+    return f"{cell[0]:.2f} ± {cell[1]:.2f}"
 
 
 def _label(column: str) -> str:
@@ -54,7 +46,7 @@ def _spread(gap: float, stds: tuple[float, ...]) -> str:
 
 def _set_name(row: pd.Series) -> str:
     """'Method, real init on DATASET (ipc k)'."""
-    init = f", {row['init']} init" if str(row.get("init", "-")) not in ("-", "") else ""
+    init = f", {row['init']} init" if not pd.isna(row.get("init")) and str(row["init"]) not in ("-", "") else ""
     return f"{row['method']}{init} on {row['dataset']} (ipc {row['ipc']})"
 
 
@@ -65,11 +57,11 @@ def _distilled(table: pd.DataFrame) -> pd.DataFrame:
 
 def floor_gaps(table: pd.DataFrame, column: str = DSA_COLUMN) -> str:
     """For each distilled set, how far it is above or below the random-real floor of the same dataset and ipc."""
-    floors = {(r["dataset"], str(r["ipc"])): r[column] for _, r in table[table["method"] == FLOOR].iterrows()}
+    floors = {(r["dataset"], str(r["ipc"])): mean_std(r, column)
+              for _, r in table[table["method"] == FLOOR].iterrows()}
     lines, clear = [], 0
     for _, row in _distilled(table).iterrows():
-        floor_cell = floors.get((row["dataset"], str(row["ipc"])))
-        ours, floor = parse(row[column]), parse(floor_cell)
+        ours, floor = mean_std(row, column), floors.get((row["dataset"], str(row["ipc"])))
         if ours is None or floor is None:
             continue
         gap = round(ours[0] - floor[0], 2)
@@ -81,7 +73,7 @@ def floor_gaps(table: pd.DataFrame, column: str = DSA_COLUMN) -> str:
             verb = "matches the random-real floor"
         spread = _spread(gap, (ours[1], floor[1]))
         clear += gap > 0 and abs(gap) > max(ours[1], floor[1])
-        lines.append(f"- {_set_name(row)} {verb} ({row[column]} vs {floor_cell}); the gap is {spread}.")
+        lines.append(f"- {_set_name(row)} {verb} ({shown(ours)} vs {shown(floor)}); the gap is {spread}.")
     if not lines:
         return f"No distilled set has a measured {_label(column)} beside a random-real floor of the same size."
     return (f"**{_title(column)} against random real images of the same size.** {clear} of "
@@ -93,11 +85,10 @@ def init_comparison(table: pd.DataFrame, column: str = DSA_COLUMN) -> str:
     lines = []
     distilled = _distilled(table).assign(_ipc=lambda t: t["ipc"].astype(str))
     for (method, dataset, ipc), group in distilled.groupby(["method", "dataset", "_ipc"], sort=False):
-        cells = {init: group[group["init"] == init][column] for init in ("real", "noise")}
+        cells = {init: group[group["init"] == init] for init in ("real", "noise")}
         if any(c.empty for c in cells.values()):
             continue
-        real_cell, noise_cell = cells["real"].iloc[0], cells["noise"].iloc[0]
-        real, noise = parse(real_cell), parse(noise_cell)
+        real, noise = mean_std(cells["real"].iloc[0], column), mean_std(cells["noise"].iloc[0], column)
         if real is None or noise is None:
             continue
         gap = round(real[0] - noise[0], 2)
@@ -107,7 +98,7 @@ def init_comparison(table: pd.DataFrame, column: str = DSA_COLUMN) -> str:
             verb = f"noise init is ahead of real init by {-gap:.2f} points"
         else:
             verb = "real and noise init are level"
-        lines.append(f"- {method} on {dataset} (ipc {ipc}): {verb} ({real_cell} vs {noise_cell}), "
+        lines.append(f"- {method} on {dataset} (ipc {ipc}): {verb} ({shown(real)} vs {shown(noise)}), "
                      f"{_spread(gap, (real[1], noise[1]))}.")
     if not lines:
         return f"No method has both a real- and a noise-initialised set with a measured {_label(column)}."
@@ -120,14 +111,14 @@ def dsa_effect(table: pd.DataFrame, with_dsa: str = DSA_COLUMN, without: str = P
     for _, row in table.iterrows():
         if with_dsa not in row or without not in row:
             continue
-        a, b = parse(row[with_dsa]), parse(row[without])
+        a, b = mean_std(row, with_dsa), mean_std(row, without)
         if a is None or b is None:
             continue
         gap = round(a[0] - b[0], 2)
         helped += gap > max(a[1], b[1])
         name = _set_name(row) if row["method"] != FLOOR else f"random real on {row['dataset']} (ipc {row['ipc']})"
-        lines.append(f"- {name}: training with DSA changes accuracy by {gap:+.2f} points ({row[with_dsa]} vs "
-                     f"{row[without]} without), {_spread(gap, (a[1], b[1]))}.")
+        lines.append(f"- {name}: training with DSA changes accuracy by {gap:+.2f} points ({shown(a)} vs "
+                     f"{shown(b)} without), {_spread(gap, (a[1], b[1]))}.")
     if not lines:
         return "No set was evaluated both with and without DSA."
     return (f"**Training with vs without DSA.** DSA helps by more than both stds on {helped} of {len(lines)} sets.\n\n"
@@ -139,13 +130,13 @@ def method_comparison(table: pd.DataFrame, column: str = DSA_COLUMN) -> str:
     lines = []
     distilled = _distilled(table).assign(_ipc=lambda t: t["ipc"].astype(str))
     for (dataset, ipc, init), group in distilled.groupby(["dataset", "_ipc", "init"], sort=False):
-        scored = [(parse(r[column]), r["method"], r[column]) for _, r in group.iterrows()]
+        scored = [(mean_std(r, column), r["method"], None) for _, r in group.iterrows()]
         scored = sorted([s for s in scored if s[0] is not None], key=lambda s: -s[0][0])
         if len(scored) < 2:
             continue
         (first, leader, _), (second, runner_up, _) = scored[0], scored[1]
         gap = round(first[0] - second[0], 2)
-        order = " > ".join(f"{method} ({c})" for _, method, c in scored)
+        order = " > ".join(f"{method} ({shown(c)})" for c, method, _ in scored)
         verdict = (f"{leader} leads {runner_up} by {gap:.2f} points, {_spread(gap, (first[1], second[1]))}"
                    if gap > 0 else f"{leader} and {runner_up} are level")
         lines.append(f"- {dataset}, ipc {ipc}, {init} init: {order}; {verdict}.")
@@ -167,7 +158,8 @@ def transfer_summary(table: pd.DataFrame, chance: float = 10.0, label_column: st
                      reference: str = FLOOR) -> str:
     """Cross-architecture table (03): each architecture's random-real accuracy against chance, and which
     architecture each distilled set gains most and least on over the random-real row of its dataset and size."""
-    architectures = [c for c in table.columns if c != label_column]
+    stds = {std_column(c) for c in table.columns}
+    architectures = [c for c in table.columns if c != label_column and c not in stds]
     is_reference = table[label_column].astype(str).str.startswith(reference)
     references = {_set_key(r[label_column]): r for _, r in table[is_reference].iterrows()}
     lines = [f"**Random real images per architecture** (chance {chance:g} %; 'above chance' means by more than "
@@ -175,16 +167,16 @@ def transfer_summary(table: pd.DataFrame, chance: float = 10.0, label_column: st
     for _, row in table[is_reference].iterrows():
         above, at, below = [], [], []
         for arch in architectures:
-            cell = parse(row[arch])
+            cell = mean_std(row, arch)
             if cell is None:
                 continue
-            gap = cell[0] - chance
+            gap, name = cell[0] - chance, _label(arch)
             if gap > cell[1]:
-                above.append(f"{arch} (+{gap:.2f} points)")
+                above.append(f"{name} (+{gap:.2f} points)")
             elif gap < -cell[1]:
-                below.append(f"{arch} ({row[arch]})")
+                below.append(f"{name} ({shown(cell)})")
             else:
-                at.append(f"{arch} ({row[arch]})")
+                at.append(f"{name} ({shown(cell)})")
         parts = [f"above chance: {', '.join(above)}" if above else "",
                  f"at chance: {', '.join(at)}" if at else "", f"below chance: {', '.join(below)}" if below else ""]
         lines.append(f"- {row[label_column]}: " + "; ".join(p for p in parts if p) + ".")
@@ -196,11 +188,11 @@ def transfer_summary(table: pd.DataFrame, chance: float = 10.0, label_column: st
             continue
         measured = []
         for arch in architectures:
-            ours, base = parse(row[arch]), parse(ref[arch])
+            ours, base = mean_std(row, arch), mean_std(ref, arch)
             if ours is None or base is None:
                 continue
             gap = round(ours[0] - base[0], 2)
-            measured.append((gap, arch, gap > max(ours[1], base[1])))
+            measured.append((gap, _label(arch), gap > max(ours[1], base[1])))
             gains[arch].append(gap)
         if not measured:
             continue
@@ -213,7 +205,7 @@ def transfer_summary(table: pd.DataFrame, chance: float = 10.0, label_column: st
     if set_lines:
         lines += ["", "**Gain over random real images of the same dataset and size** (points of accuracy)."]
         lines += set_lines
-        means = {arch: sum(g) / len(g) for arch, g in gains.items() if g}
+        means = {_label(arch): sum(g) / len(g) for arch, g in gains.items() if g}
         top, bottom = max(means, key=means.get), min(means, key=means.get)
         lines.append(f"- Averaged over the {len(set_lines)} distilled sets, {top} gains most ({means[top]:+.2f}) "
                      f"and {bottom} least ({means[bottom]:+.2f}).")
@@ -279,7 +271,7 @@ def mhist_summary(table: pd.DataFrame, column: str = BALANCED_COLUMN, accuracy_c
     """MHIST (05): distilled sets against a constant prediction's balanced accuracy, the majority-class accuracy
     and the full training set."""
     distilled = _distilled(table)
-    scored = [(parse(r[column]), _set_name(r), r[column]) for _, r in distilled.iterrows()]
+    scored = [(mean_std(r, column), _set_name(r), None) for _, r in distilled.iterrows()]
     scored = [s for s in scored if s[0] is not None]
     if not scored:
         return f"No distilled set has a measured {_label(column)}."
@@ -288,19 +280,20 @@ def mhist_summary(table: pd.DataFrame, column: str = BALANCED_COLUMN, accuracy_c
              "prediction's) by more than their std" + (f"; not: {', '.join(n for _, n, _ in scored if n not in above)}"
                                                          if len(above) < len(scored) else "") + "."]
     majority = table[table["method"] == MAJORITY]
-    if not majority.empty and accuracy_column in table.columns and parse(majority[accuracy_column].iloc[0]):
-        level = parse(majority[accuracy_column].iloc[0])[0]
-        accuracies = [parse(r[accuracy_column]) for _, r in distilled.iterrows()]
+    if not majority.empty and accuracy_column in table.columns and mean_std(majority.iloc[0], accuracy_column):
+        level = mean_std(majority.iloc[0], accuracy_column)[0]
+        accuracies = [mean_std(r, accuracy_column) for _, r in distilled.iterrows()]
         accuracies = [a for a in accuracies if a is not None]
         beat = sum(a[0] > level for a in accuracies)
         lines.append(f"- {beat} of {len(accuracies)} distilled sets have a plain accuracy above the majority-class "
                      f"floor ({level:.2f} %).")
     full = table[table["method"] == FULL]
-    if not full.empty and parse(full[column].iloc[0]):
-        (best, name, cell), level = max(scored, key=lambda s: s[0][0]), parse(full[column].iloc[0])[0]
+    if not full.empty and mean_std(full.iloc[0], column):
+        (best, name, _), level = max(scored, key=lambda s: s[0][0]), mean_std(full.iloc[0], column)[0]
         gap = round(level - best[0], 2)
         where = f"{gap:.2f} points ahead of" if gap > 0 else f"{-gap:.2f} points behind" if gap < 0 else "level with"
-        lines.append(f"- The full training set ({level:.2f} %) is {where} the best distilled set, {name} ({cell}).")
+        lines.append(f"- The full training set ({level:.2f} %) is {where} the best distilled set, {name} "
+                     f"({shown(best)}).")
     return f"**MHIST, {_label(column)}.**\n\n" + "\n".join(lines)
 
 
@@ -308,15 +301,16 @@ def best_summary(best: pd.DataFrame) -> str:
     """Comparison (08): per dataset and ipc, the best distilled set's margin over random real images."""
     lines = []
     for _, row in best.iterrows():
-        ours, floor = parse(row["best (%)"]), parse(row["random real (%)"])
+        ours, floor = mean_std(row, "best (%)"), mean_std(row, "random real (%)")
         if ours is None or floor is None:
             continue
         gap = round(ours[0] - floor[0], 2)
         where = (f"{gap:.2f} points above" if gap > 0 else f"{-gap:.2f} points below" if gap < 0 else "level with")
+        count = row["sets above random real"] if "distilled sets" not in row else \
+            f"{row['sets above random real']} of {row['distilled sets']}"   # older tables: '3 of 4'
         lines.append(f"- {row['dataset']}, ipc {row['ipc']} ({row['metric']}): the best distilled set, "
-                     f"{row['best set']} ({row['best (%)']}), is {where} random real ({row['random real (%)']}), "
-                     f"{_spread(gap, (ours[1], floor[1]))}; {row['sets above random real']} sets are above "
-                     "random real.")
+                     f"{row['best set']} ({shown(ours)}), is {where} random real ({shown(floor)}), "
+                     f"{_spread(gap, (ours[1], floor[1]))}; {count} sets are above random real.")
     if not lines:
         return "No dataset has both a distilled set and a random-real floor."
     return "\n".join(lines)

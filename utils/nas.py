@@ -63,7 +63,7 @@ def search(run: NotebookRun) -> tuple[pd.DataFrame, dict[str, float | bool | str
                      "full-data accuracy (%)": round(sum(per_seed) / len(per_seed), 2),
                      **{f"full-data accuracy, seed {seed} (%)": round(a, 2) for seed, a in zip(seeds, per_seed)},
                      "distilled accuracy (%)": round(100 * distilled[arch].mean(), 2),
-                     "distilled std (%)": round(100 * distilled[arch].std(), 2),
+                     "distilled accuracy std (%)": round(100 * distilled[arch].std(), 2),
                      "full-data time (s)": round(sum(full[arch, seed]["train_seconds"] for seed in seeds), 1),
                      "distilled time (s)": round(sum(distilled[arch].train_seconds), 1)})
         print(f"{arch}: full data {rows[-1]['full-data accuracy (%)']}%, "

@@ -16,6 +16,7 @@ from utility import (
     resolve_precision,
     set_seed,
 )
+from utils import compiled
 from utils.data import Dataset, load_dataset, stratified_subset
 from utils.executor import LOCAL, DataRecipe, Executor, get_executor, set_recipe
 from utils.parameters import check_parameters
@@ -72,6 +73,7 @@ def start(notebook: str, profile: str, data_root: str | None, results_dir: str |
     profile, data_root, results_dir, seed = checked.profile, checked.data_root, checked.results_dir, checked.seed
     device, executor = checked.device, checked.executor
     settings = get_profile(profile)
+    compiled.follow_profile(settings.compile)
     torch_device = get_device(device)
     set_seed(seed)
     out = resolve_results_dir(profile, results_dir)

@@ -10,6 +10,7 @@ from matplotlib import ticker
 
 from utility import TrainHistory
 from utils.data import Dataset
+from utils.results import mean_std, std_column
 
 
 def learning_curves(histories: dict[str, TrainHistory]) -> plt.Figure:
@@ -78,15 +79,24 @@ def loss_curves(losses: dict[str, list[float]], ylabel: str = "matching loss") -
     return fig
 
 
+# Reference lines (random-real floors) of one axes: each its own colour and dash, so two sizes can be told apart.
+REFERENCE_STYLES = (("dimgrey", "--"), ("black", ":"), ("tab:brown", "-."))
+
+
 def accuracy_curves(rows, column: str, floors: dict[str, tuple[float, float]]) -> plt.Figure:
-    """Accuracy (± std bars) against distillation iterations, a line per (ipc, init); floors as bands."""
+    """Accuracy (± std bars) against distillation iterations, a line per (method, ipc, init), the method named
+    where the rows hold several; floors as bands."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for (ipc, init), line in rows.groupby(["ipc", "init"], sort=False):
+    several = rows["method"].nunique() > 1 if "method" in rows.columns else False
+    keys = ["method", "ipc", "init"] if "method" in rows.columns else ["ipc", "init"]
+    for key, line in rows.groupby(keys, sort=False):
+        *method, ipc, init = key
         ax.errorbar(line["iteration"], line[column], yerr=line["std (%)"], marker="o", capsize=3,
-                    label=f"ipc {ipc}, {init} init")
-    for label, (mean, std) in floors.items():
-        ax.axhline(mean, color="grey", linestyle="--", linewidth=1, label=label)
-        ax.axhspan(mean - std, mean + std, color="grey", alpha=0.15)
+                    label=(f"{method[0]}, " if several else "") + f"ipc {ipc}, {init} init")
+    for k, (label, (mean, std)) in enumerate(floors.items()):
+        colour, style = REFERENCE_STYLES[k % len(REFERENCE_STYLES)]
+        ax.axhline(mean, color=colour, linestyle=style, linewidth=1.2, label=label)
+        ax.axhspan(mean - std, mean + std, color=colour, alpha=0.12)
     ax.set(xlabel="distillation iteration", ylabel=column)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -109,25 +119,18 @@ def scatter(x: list[float], y: list[float], labels: list[str], xlabel: str, ylab
     return fig
 
 
-def mean_std(cell) -> tuple[float, float]:
-    """(mean, std) of a 'mean ± std' cell; std 0 for a plain number."""
-    parts = str(cell).split(" ± ")
-    return float(parts[0]), float(parts[1]) if len(parts) > 1 else 0.0
-
-
 def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=None) -> plt.Figure:
-    """One panel per dataset: each distilled set's score (column per dataset in `score_columns`, 'mean ± std',
+    """One panel per dataset: each distilled set's score (column per dataset in `score_columns`, its std beside it,
     drawn with ± std error bars) against its distillation time; colour = method, filled = real init, hollow = noise
     init, size = ipc. Rows of `floor` (random real subsets) are dashed reference lines with a ± std band."""
     datasets = list(dict.fromkeys(table["dataset"]))
     methods = list(dict.fromkeys(table["method"]))
     colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 4), squeeze=False)
-    styles = ["--", ":", "-."]
     for ax, dataset in zip(axes[0], datasets):
         column = score_columns[dataset]
         for r in table[table["dataset"] == dataset].to_dict("records"):
-            score, std = mean_std(r[column])
+            score, std = mean_std(r, column)
             colour = colours[r["method"]]
             x = max(float(r["distillation time (s)"]), 1.0)
             ax.errorbar(x, score, yerr=std, color=colour, capsize=3, linewidth=1, zorder=2)
@@ -135,15 +138,17 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
                        edgecolors=colour, linewidths=1.5, zorder=3)
         references = [] if floor is None else floor[floor["dataset"] == dataset].to_dict("records")
         for k, r in enumerate(references):
-            mean, std = mean_std(r[column])
-            ax.axhline(mean, color="black", linestyle=styles[k % len(styles)], linewidth=1.2)
+            mean, std = mean_std(r, column)
+            colour, style = REFERENCE_STYLES[k % len(REFERENCE_STYLES)]
+            ax.axhline(mean, color=colour, linestyle=style, linewidth=1.2)
             if std > 0:
-                ax.axhspan(mean - std, mean + std, color="black", alpha=0.1, linewidth=0)
+                ax.axhspan(mean - std, mean + std, color=colour, alpha=0.1, linewidth=0)
             ax.annotate(f"random real, ipc {r['ipc']}", (0.02, mean), xycoords=("axes fraction", "data"),
                         textcoords="offset points", xytext=(0, 3), fontsize=7)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))   # labelled at 1, 2, 5 x 10^k s
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(round(v))[0] in "25" else ""))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set(title=dataset, xlabel="distillation time (s, log scale)", ylabel=f"{column.replace(' (%)', '')} (%)")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=m) for m, c in colours.items()]
@@ -161,9 +166,10 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
 def transfer_bars(table, label_column: str, title: str, chance: float | None = None,
                   reference: str = "random real", ylabel: str = "test accuracy (%)") -> plt.Figure:
     """Cross-architecture transfer: one panel per '<dataset>, ipc <k>' named in the labels, one group of bars per
-    architecture (the other columns, 'mean ± std' cells with ± std error bars), one bar per set; the set whose
-    label starts with `reference` is a dashed line with a ± std band over each group, `chance` a dotted line."""
-    architectures = [c for c in table.columns if c != label_column]
+    architecture (the other columns, each '<arch> (%)' with its std column as error bars), one bar per set; the set
+    whose label starts with `reference` is a dashed line with a ± std band over each group, `chance` a dotted line."""
+    stds = {std_column(c) for c in table.columns}
+    architectures = [c for c in table.columns if c != label_column and c not in stds]
     panel_of = [(m.group(1), m.group(2)) if (m := re.search(r"(\w+), ipc (\d+)", str(label))) else ("", "")
                 for label in table[label_column]]
     panels = list(dict.fromkeys(panel_of))
@@ -175,20 +181,20 @@ def transfer_bars(table, label_column: str, title: str, chance: float | None = N
         sets, floor = rows[~is_reference], rows[is_reference]
         width = 0.8 / max(len(sets), 1)
         for k, r in enumerate(sets.to_dict("records")):
-            cells = [mean_std(r[a]) for a in architectures]
+            cells = [mean_std(r, a) or (0.0, 0.0) for a in architectures]
             label = str(r[label_column]).replace(f", {panel[0]}, ipc {panel[1]}", "")
             ax.bar([i - 0.4 + (k + 0.5) * width for i in range(len(architectures))], [c[0] for c in cells], width,
                    yerr=[c[1] for c in cells], capsize=2, label=label)
         for r in floor.to_dict("records"):
             for i, a in enumerate(architectures):
-                mean, std = mean_std(r[a])
+                mean, std = mean_std(r, a) or (0.0, 0.0)
                 ax.plot([i - 0.45, i + 0.45], [mean, mean], color="black", linestyle="--", linewidth=1.2,
                         label=f"{reference} (± std)" if i == 0 else None)
                 ax.fill_between([i - 0.45, i + 0.45], mean - std, mean + std, color="black", alpha=0.12,
                                 linewidth=0)
         if chance is not None:
             ax.axhline(chance, color="tab:red", linestyle=":", linewidth=1.2, label=f"chance ({chance:g}%)")
-        ax.set_xticks(range(len(architectures)), architectures)
+        ax.set_xticks(range(len(architectures)), [a.removesuffix(" (%)") for a in architectures])
         ax.set(ylabel=ylabel, title=f"{panel[0]}, {panel[1]} images per class" if panel[0] else "", ylim=(0, None))
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

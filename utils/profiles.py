@@ -119,6 +119,7 @@ class Profile:
 
     name: str
     precision: str = "auto"        # bf16 autocast where the hardware has it natively, else fp32
+    compile: bool = True           # torch.compile the networks (utils/compiled.py) unless DD_COMPILE says otherwise
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     study: DistillStudySettings = field(default_factory=DistillStudySettings)
@@ -227,6 +228,7 @@ CPU = Profile(
 
 SMOKE = Profile(
     name="smoke",
+    compile=False,   # compiling its tiny shapes took most of a fresh run (9 min on 2 cores); eager runs in seconds
     evaluation=EvaluationSettings(n_models=2, epochs=2, dsa_epochs=2, test_images=200, curve_points=1),
     baseline=BaselineSettings(epochs=2, train_images=512),
     study=DistillStudySettings(ipcs=(1,), variants=("dsa",)),   # as cpu: the committed run's path

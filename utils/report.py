@@ -1,14 +1,20 @@
-"""One report from a results folder: `python -m utils.report [--results-dir DIR]` writes `DIR/report.html` (one
-self-contained file, figures embedded) and `DIR/report/report.tex` (the `.tex` tables and PDF figures of the
-folder, to compile or to copy sections from). Both read like the course report: setup, one section per notebook
-with its question, tables, figures and interpretation, the comparison with published numbers, every file."""
+"""One report from a results folder: `python -m utils.report [--results-dir DIR] [--pdf]` writes `DIR/report.html`
+(one self-contained file, figures embedded) and `DIR/report/report.tex` (the `.tex` tables and PDF figures of the
+folder, to compile or to copy sections from), with `--pdf` also `DIR/report/report.pdf` (pdflatex). Both read like
+the course report: an abstract, the setup, one section per notebook (question, method, protocol card, results with
+the sentences the notebook generated from its numbers, the course report's numbers beside this run's,
+interpretation), conclusions generated from the tables, references, and every file of the folder."""
 
 from __future__ import annotations
 
 import argparse
 import base64
 import io
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,9 +28,21 @@ import pandas as pd
 from nbconvert.filters.markdown import markdown2html
 from PIL import Image
 
-from utils.comparison import COURSE_REPORT
+from utils.comparison import COURSE_REPORT, course_vs_run
+from utils.interpretation import best_summary, shown
 from utils.paths import NOTEBOOKS_DIR, RESULTS_DIR
-from utils.results import ResultsFileError, atomic_write_many, latex_escape, read_sidecar, read_table, sidecar
+from utils.profiles import PROFILES
+from utils.results import (
+    ResultsFileError,
+    atomic_write,
+    atomic_write_many,
+    display_frame,
+    latex_escape,
+    latex_table,
+    read_sidecar,
+    read_table,
+    sidecar,
+)
 from utils.safe_html import outside, relative_href, sanitise
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -34,6 +52,21 @@ LATEX_SYMBOLS = {"±": r"$\pm$", "×": r"$\times$", "ρ": r"$\rho$", "τ": r"$\t
                  "→": r"$\rightarrow$", "≈": r"$\approx$", "≥": r"$\geq$", "≤": r"$\leq$", "‖": r"$\|$", "·": ".",
                  "—": "---", "–": "--", "’": "'", "“": "``", "”": "''", "…": "...", "ₜ": r"$_t$", "ₘ": r"$_m$",
                  "₊": r"$_+$", "μ": r"$\mu$", "σ": r"$\sigma$", "²": r"$^2$", "é": r"\'e"}
+
+
+MACS = ("MACs are multiply-accumulate operations of one forward pass of one image, counted by flopth; training "
+        "MACs count forward passes only (train images × MACs per image × epochs; a backward pass costs about twice "
+        "as much again), test MACs are test images × MACs per image.")
+REFERENCES = (
+    "B. Zhao, K. R. Mopuri and H. Bilen. Dataset Condensation with Gradient Matching. ICLR 2021. "
+    "arXiv:2006.05929.",
+    "B. Zhao and H. Bilen. Dataset Condensation with Differentiable Siamese Augmentation. ICML 2021. "
+    "arXiv:2102.08259.",
+    "B. Zhao and H. Bilen. Dataset Condensation with Distribution Matching. WACV 2023. arXiv:2110.04181.",
+    "G. Cazenavette, T. Wang, A. Torralba, A. A. Efros and J.-Y. Zhu. Dataset Distillation by Matching Training "
+    "Trajectories. CVPR 2022. arXiv:2203.11932.",
+    "Y. Shi and H. Chen. ECE1512 2022F Project B report. University of Toronto, 2022.",
+)
 
 
 @dataclass
@@ -47,7 +80,7 @@ class Table:
 
     @property
     def html(self) -> str:
-        return self.frame.to_html(index=False, border=0, classes="data", na_rep="", escape=True)
+        return display_frame(self.frame).to_html(index=False, border=0, classes="data", escape=True)
 
     @property
     def provenance(self) -> str:
@@ -72,7 +105,8 @@ class Figure:
 
 @dataclass
 class Section:
-    """One notebook: title, question (markdown), interpretation (markdown), its tables and figures."""
+    """One notebook: title, question, method and interpretation (markdown), the sentences it generated from its
+    results (markdown), its protocol card, tables, figures and the course report's numbers beside this run's."""
 
     number: str
     title: str
@@ -83,6 +117,10 @@ class Section:
     duration_s: float | None
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    method: str = ""
+    findings: list[str] = field(default_factory=list)
+    protocol: dict[str, str] = field(default_factory=dict)
+    course: Table | None = None
 
 
 def _report_png(path: Path) -> bytes:
@@ -111,6 +149,114 @@ def notebook_text(path: Path) -> tuple[str, str, str]:
     heading, _, question = first.partition("\n") if first.startswith("# ") else ("", "", first)
     interpretation = next((c.partition("\n")[2].strip() for c in cells if c.startswith("## Interpretation")), "")
     return heading.lstrip("# ").strip(), question.strip(), interpretation
+
+
+def split_question(text: str) -> tuple[str, str]:
+    """(question, method) of a notebook's first cell: the paragraph(s) up to the first one that starts with a bold
+    'Method.', 'Setup.', 'Data.' or 'Evaluation.' label, and the rest."""
+    paragraphs = text.split("\n\n")
+    labels = ("**Method.**", "**Setup.**", "**Data.**", "**Evaluation.**")
+    cut = next((k for k, p in enumerate(paragraphs) if k and p.startswith(labels)), len(paragraphs))
+    return "\n\n".join(paragraphs[:cut]).strip(), "\n\n".join(paragraphs[cut:]).strip()
+
+
+def generated_findings(path: Path) -> list[str]:
+    """The markdown an executed notebook displayed: the result sentences `utils.interpretation` wrote from its
+    tables (empty for a notebook that has not run)."""
+    cells = nbformat.read(path, as_version=4).cells
+    return [str(output["data"]["text/markdown"]).strip() for cell in cells if cell.cell_type == "code"
+            for output in cell.get("outputs", []) if "text/markdown" in output.get("data", {})]
+
+
+def _written(path: Path) -> tuple[str, float]:
+    """When a table or figure was written: its metadata's `created_utc` and seconds since its notebook started
+    (finer than the second), ('', 0) where not recorded."""
+    if path.suffix == ".png":
+        with Image.open(path) as image:
+            text = str(image.info.get("Description", ""))
+        meta = dict(item.split(": ", 1) for item in text.split("; ") if ": " in item)
+    else:
+        try:
+            meta = read_sidecar(path)["metadata"]
+        except ResultsFileError:   # left out of the report, with a warning, when its table is read
+            meta = {}
+    try:
+        seconds = float(meta.get("wall_seconds_since_start", 0))
+    except ValueError:
+        seconds = 0.0
+    return str(meta.get("created_utc", "")), seconds
+
+
+def in_written_order(paths: list[Path]) -> list[Path]:
+    """Tables or figures in the order their notebook wrote them (recorded time, then name)."""
+    return sorted(paths, key=lambda p: (*_written(p), p.name))
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def protocol_card(profile_name: str, number: str) -> dict[str, str]:
+    """The settings behind a notebook's numbers, read from the profile (`utils.profiles`): evaluation epochs,
+    networks, DSA, ZCA, learning rate, test images and distillation budgets; empty for an unknown profile."""
+    profile = PROFILES.get(profile_name)
+    if profile is None:
+        return {}
+    ev = profile.evaluation
+    test_images = f"{ev.test_images:,} (stratified subset)" if ev.test_images else "the whole test set"
+    if number == "01":
+        b = profile.baseline
+        return {"datasets": ", ".join(b.datasets), "network": "ConvNet (depth 3, width 128)", "epochs": str(b.epochs),
+                "train images": f"{b.train_images:,}" if b.train_images else "the whole training set",
+                "optimiser": f"SGD, momentum 0.9, cosine annealing from lr {b.lr:g}, batch {b.batch_size}",
+                "test images": test_images}
+    if number in ("02", "06", "07"):
+        method = {"02": "gm", "06": "mtt", "07": "dm"}[number]
+        study = profile.study
+        variants = study.variants if number == "02" else ("dsa",)
+        budgets = {f"{d}, ipc {ipc}": profile.method_config(method, d, ipc) for d in study.datasets
+                   for ipc in study.ipcs}
+        return {"sets": f"{', '.join(study.datasets)}; ipc {', '.join(map(str, study.ipcs))}; "
+                        f"init {', '.join(study.inits)}",
+                "distillation iterations": "; ".join(f"{k}: {c.iterations:,}" for k, c in budgets.items()),
+                "ZCA": _yes_no(any(getattr(c, "zca", False) for c in budgets.values())),
+                "evaluation network": "ConvNet", "networks per set": str(ev.n_models),
+                "evaluation epochs": "; ".join(f"{ev.dsa_epochs if v == 'dsa' else ev.epochs} "
+                                               f"({'with' if v == 'dsa' else 'without'} DSA)" for v in variants),
+                "DSA during evaluation": ", ".join("with" if v == "dsa" else "without" for v in variants),
+                "evaluation lr": "the learned lr of each set" if number == "06" else f"{ev.lr:g}",
+                "test images": test_images}
+    if number == "03":
+        c = profile.cross_arch
+        limit = min((n for n in (ev.test_images, c.test_images) if n), default=None)
+        budgets = []
+        for arch in c.architectures:
+            epochs, lr = c.budget(arch)
+            budgets.append(f"{arch} {epochs} epochs, lr {lr:g}" if lr is not None
+                           else f"{arch} {epochs} epochs, lr: a set's learned (MTT) or {ev.lr:g}")
+        return {"sets": f"{', '.join(c.datasets)}; ipc {', '.join(map(str, c.ipcs))}; init {', '.join(c.inits)}",
+                "architectures and budgets": "; ".join(budgets), "networks per set": str(c.n_models),
+                "DSA during evaluation": "no",
+                "test images": f"{limit:,} (stratified subset)" if limit else "the whole test set"}
+    if number == "04":
+        n = profile.nas
+        return {"dataset": n.dataset, "candidates": f"ConvNet depth {', '.join(map(str, n.depths))} × width "
+                                                     f"{', '.join(map(str, n.widths))}",
+                "full-data side": f"{n.full_epochs} epochs on "
+                                  f"{f'{n.full_train_images:,}' if n.full_train_images else 'all'} training images, "
+                                  f"{n.full_seeds} seeds",
+                "distilled side": f"the {n.method} set, ipc {n.ipc}, {n.init} init; {n.distilled_epochs} epochs, "
+                                  f"{n.n_models} networks per candidate, no DSA",
+                "test images": test_images}
+    if number == "05":
+        m = profile.mhist
+        return {"images": f"{m.im_size}×{m.im_size}", "network": m.architecture,
+                "sets": f"ipc {', '.join(map(str, m.ipcs))}; init {', '.join(m.inits)}",
+                "distillation iterations": "; ".join(f"{k}: {m.method_config(k, ipc).iterations:,} (ipc {ipc})"
+                                                     for k in ("gm", "dm", "mtt") for ipc in m.ipcs),
+                "evaluation epochs": f"{m.eval_epochs} (with DSA)", "networks per set": str(m.n_models),
+                "full-data baseline": f"{m.baseline_epochs} epochs", "test images": test_images}
+    return {}
 
 
 def _duration(path: Path) -> float | None:
@@ -183,19 +329,30 @@ def sections(results_dir: Path, skipped: list[str] | None = None) -> list[Sectio
     executed = {p.name[:2]: p for p in _contained(
         results_dir, sorted((results_dir / "notebooks").glob("[0-9][0-9]_*.ipynb")), skipped)}
     source = {p.name[:2]: p for p in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))}
-    tables = _contained(results_dir, sorted((results_dir / "tables").glob("[0-9][0-9]_*.csv")), skipped)
-    figures = _contained(results_dir, sorted((results_dir / "figures").glob("[0-9][0-9]_*.png")), skipped)
+    tables = in_written_order(_contained(results_dir, list((results_dir / "tables").glob("[0-9][0-9]_*.csv")),
+                                         skipped))
+    figures = in_written_order(_contained(results_dir, list((results_dir / "figures").glob("[0-9][0-9]_*.png")),
+                                          skipped))
     numbers = sorted(set(executed) | {p.name[:2] for p in tables} | {p.name[:2] for p in figures})
     found = []
     for number in numbers:
         notebook = executed.get(number) or source.get(number)
         title, question, interpretation = notebook_text(notebook) if notebook else (f"Notebook {number}", "", "")
         stem = notebook.stem if notebook else number
+        question, method = split_question(question)
         section = Section(number, title, question, interpretation, notebook, number in executed,
-                          _duration(executed[number]) if number in executed else None)
+                          _duration(executed[number]) if number in executed else None, method=method,
+                          findings=generated_findings(executed[number]) if number in executed else [])
         section.tables = _readable_tables(results_dir, [p for p in tables if p.name[:2] == number], skipped)
         section.figures = [Figure(p.stem, _figure_caption(p.stem, stem), p, _pdf(results_dir, p, skipped))
                            for p in figures if p.name[:2] == number]
+        profiles = list(dict.fromkeys(str(t.metadata.get("profile", "")) for t in section.tables))
+        section.protocol = protocol_card(profiles[0], number) if len(profiles) == 1 else {}
+        course = course_vs_run(results_dir, number)
+        if len(course):
+            section.course = Table(f"{number}_course_report", f"The {COURSE_REPORT}'s numbers beside this run's "
+                                   "('-': this run has no counterpart, e.g. it searched another dataset)",
+                                   {}, course)
         found.append(section)
     return found
 
@@ -218,9 +375,8 @@ def setup(results_dir: Path, found: list[Section]) -> dict[str, str]:
         durations = list(per_notebook.values())
     total = sum(durations)
     return {
-        "results folder": str(results_dir),
         "profile": _distinct(m.get("profile", "") for m in metas),
-        "seed": _distinct(m.get("seed", "") for m in metas),
+        "seed": _distinct(str(m.get("seed", "")) for m in metas),
         "machine": _distinct(m.get("hardware", "") for m in metas),
         "device": _distinct(m.get("device", "") for m in metas),
         "precision": _distinct(m.get("precision", "") for m in metas),
@@ -256,23 +412,78 @@ def _comparison(found: list[Section]) -> list[Table]:
     return [by_name[n] for n in ("08_best", "08_published") if n in by_name]
 
 
+def _course_lines(found: list[Section]) -> list[str]:
+    """One line per course-report number that this run has a counterpart for: both numbers and the difference."""
+    lines = []
+    for s in found:
+        if s.course is None:
+            continue
+        for _, row in s.course.frame.iterrows():
+            if pd.isna(row["this run"]):
+                continue
+            gap = row["this run"] - row["course report"]
+            ours = f"{row['this run']:g}" if pd.isna(row["this run std"]) else \
+                shown((row["this run"], row["this run std"]))
+            lines.append(f"- {row['what']}: {ours} {row['unit']} in this run against {row['course report']:g} "
+                         f"{row['unit']} in the course report ({gap:+.2f}).")
+    return lines
+
+
+def abstract(found: list[Section]) -> str:
+    """The report's abstract (markdown): what was run, and the best distilled set per dataset against random real
+    images of the same size, from the comparison table (08_best) where the run has it."""
+    by_name = {t.name: t for s in found for t in s.tables}
+    profile = _distinct(str(t.metadata.get("profile", "")) for s in found for t in s.tables)
+    text = (f"We distil MNIST, CIFAR-10 and MHIST into a few synthetic images per class with gradient matching "
+            f"(with DSA), distribution matching and trajectory matching, train networks from scratch on them, and "
+            f"compare them with random real images of the same size, with the published numbers and with the "
+            f"{COURSE_REPORT}. This run used the `{profile}` profile.")
+    if "08_best" in by_name:
+        text += " Per dataset and size, the best distilled set against random real images:\n\n" + \
+            best_summary(by_name["08_best"].frame)
+    return text
+
+
+def conclusions(found: list[Section]) -> str:
+    """The conclusions (markdown), every sentence generated from the tables: the comparison's (08) and each course
+    report number against this run's."""
+    parts = []
+    comparison = next((s for s in found if s.number == "08"), None)
+    if comparison is not None and comparison.findings:
+        parts.append("**Across methods** (section 08).\n\n" + "\n\n".join(comparison.findings))
+    lines = _course_lines(found)
+    if lines:
+        parts.append(f"**Against the {COURSE_REPORT}** (its GPU protocol; this run's protocol is in each section's "
+                     "card, so a difference is the protocol's as much as the method's).\n\n" + "\n".join(lines))
+    return "\n\n".join(parts) or "This results folder has no comparison (08) and no number to set beside the course " \
+                                   "report's; run the notebooks first."
+
+
+def _emphasis_safe(text: str) -> str:
+    """Markdown in which a '*' inside a symbol such as θ*ₜ is a literal star, not the start of emphasis."""
+    return re.sub(r"(?<=[^\s*\\])\*(?=[ₜₘ₊₀-₉])", r"\\*", text or "")
+
+
 def render_html(results_dir: Path, found: list[Section], files: list[tuple[str, str]],
                 skipped: Iterable[str] = ()) -> str:
     """The HTML report (jinja2 template `templates/report.html.j2`): the notebooks' markdown sanitised, file links
     relative and quoted, and the files left out (`skipped`) listed."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["j2"]))
-    env.filters["markdown"] = lambda text: jinja2.utils.markupsafe.Markup(sanitise(markdown2html(text or "")))
+    env.filters["markdown"] = lambda text: jinja2.utils.markupsafe.Markup(
+        sanitise(markdown2html(_emphasis_safe(text))))
     env.filters["relative_href"] = relative_href
     return env.get_template("report.html.j2").render(
         title=TITLE, course_report=COURSE_REPORT, setup=setup(results_dir, found), sections=found,
-        comparison=_comparison(found), files=files, skipped=list(skipped),
-        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        comparison=_comparison(found), files=files, skipped=list(skipped), abstract=abstract(found),
+        conclusions=conclusions(found),
+        macs=MACS, references=REFERENCES, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 def latex_text(text: str) -> str:
-    """Plain text made safe for LaTeX: special characters escaped, common symbols as LaTeX commands, any other
-    non-ASCII character as '?'."""
-    return "".join(LATEX_SYMBOLS.get(c, c if ord(c) < 128 else "?") for c in latex_escape(text))
+    """Plain text made safe for LaTeX: special characters escaped, common symbols as LaTeX commands (θ̂ as a hatted
+    θ), any other non-ASCII character as '?'."""
+    return r"$\hat{\theta}$".join("".join(LATEX_SYMBOLS.get(c, c if ord(c) < 128 else "?") for c in latex_escape(part))
+                                   for part in text.split("θ\u0302"))
 
 
 def _latex_nodes(nodes: list[dict]) -> str:
@@ -308,7 +519,7 @@ def _latex_nodes(nodes: list[dict]) -> str:
 
 def markdown2latex(text: str) -> str:
     """Notebook markdown as LaTeX, parsed by mistune."""
-    return _latex_nodes(mistune.create_markdown(renderer=None)(text or "")).strip()
+    return _latex_nodes(mistune.create_markdown(renderer=None)(_emphasis_safe(text))).strip()
 
 
 def render_latex(results_dir: Path, found: list[Section]) -> str:
@@ -321,14 +532,21 @@ def render_latex(results_dir: Path, found: list[Section]) -> str:
              r"\DeclareUnicodeCharacter{03C4}{\ensuremath{\tau}}", r"\DeclareUnicodeCharacter{2212}{-}",
              r"\DeclareUnicodeCharacter{00D7}{\ensuremath{\times}}", r"\DeclareUnicodeCharacter{00B7}{.}",
              r"\title{" + latex_text(TITLE) + "}", r"\date{" + latex_text(info["results written"]) + "}",
-             r"\begin{document}", r"\maketitle", r"\section*{Setup}", r"\begin{itemize}"]
-    lines += [r"\item \textbf{" + latex_text(k) + "}: " + latex_text(v) for k, v in info.items()
-              if k != "results folder"]
-    lines += [r"\end{itemize}",
+             r"\begin{document}", r"\sloppy", r"\maketitle", r"\begin{abstract}", markdown2latex(abstract(found)),
+             r"\end{abstract}", r"\tableofcontents", r"\section*{Setup}", r"\begin{itemize}"]
+    lines += [r"\item \textbf{" + latex_text(k) + "}: " + latex_text(v) for k, v in info.items()]
+    lines += [r"\end{itemize}", latex_text(MACS), "",
               "Published numbers and those of the " + latex_text(COURSE_REPORT) + " are in the tables of "
-              "section 08.", ""]
+              "section 08 and, number by number, at the end of each section.", ""]
     for s in found:
         lines += [r"\clearpage", r"\section{" + latex_text(s.title) + "}", markdown2latex(s.question), ""]
+        if s.method:
+            lines += [r"\subsection*{Method}", markdown2latex(s.method), ""]
+        if s.protocol:
+            lines += [r"\subsection*{Setup}", latex_table(pd.DataFrame(list(s.protocol.items()),
+                                                                         columns=["setting", "value"]))
+                      .replace(r"\begin{tabular}{ll}", r"\begin{tabular}{lp{0.7\linewidth}}"), ""]
+        lines += [r"\subsection*{Results}"]
         for t in s.tables:
             lines += [r"\begingroup\footnotesize", r"\input{../tables/" + t.name + ".tex}", r"\endgroup", ""]
         for f in s.figures:
@@ -336,14 +554,41 @@ def render_latex(results_dir: Path, found: list[Section]) -> str:
                 lines += [r"\begin{figure}[htbp]", r"\centering",
                           r"\includegraphics[width=\linewidth,height=0.45\textheight,keepaspectratio]{../figures/"
                           + f.pdf.name + "}", r"\caption{" + latex_text(f.caption) + "}", r"\end{figure}", ""]
+        lines += [markdown2latex(text) + "\n" for text in s.findings]
+        if s.course is not None:
+            lines += [r"\subsection*{Course report vs this run}", r"\begingroup\footnotesize",
+                      latex_table(display_frame(s.course.frame), s.course.caption), r"\endgroup", ""]
         if s.interpretation:
             lines += [r"\subsection*{Interpretation}", markdown2latex(s.interpretation), ""]
-    lines += [r"\end{document}", ""]
+    lines += [r"\clearpage", r"\section*{Conclusions}", markdown2latex(conclusions(found)), "",
+              r"\section*{References}", r"\begin{enumerate}",
+              *(r"\item " + latex_text(ref) for ref in REFERENCES), r"\end{enumerate}", r"\end{document}", ""]
     return "\n".join(lines)
 
 
-def build(results_dir: str | Path = RESULTS_DIR) -> dict[str, Path]:
-    """Write `report.html` and `report/report.tex` into `results_dir`; returns their paths."""
+LATEX_PACKAGES = "texlive-latex-base texlive-latex-recommended"   # Debian: pdflatex, booktabs, graphicx, geometry
+
+
+def compile_pdf(tex_path: Path) -> Path:
+    """`report.pdf` beside `tex_path`, compiled twice by pdflatex (the contents need the second pass) in a
+    temporary folder and renamed into place; a missing pdflatex or a failed compile is an error naming it."""
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        raise FileNotFoundError(f"pdflatex is not installed, so {tex_path.with_suffix('.pdf')} cannot be written "
+                                f"(Debian: apt-get install {LATEX_PACKAGES}); the .tex is there")
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(2):
+            done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", f"-output-directory={out}",
+                                   tex_path.name], cwd=tex_path.parent, capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                raise RuntimeError(f"pdflatex failed on {tex_path} (exit {done.returncode}):\n{done.stdout[-3000:]}")
+        built = Path(out) / tex_path.with_suffix(".pdf").name
+        return atomic_write(tex_path.with_suffix(".pdf"), lambda p: shutil.copyfile(built, p))
+
+
+def build(results_dir: str | Path = RESULTS_DIR, pdf: bool = False) -> dict[str, Path]:
+    """Write `report.html` and `report/report.tex` into `results_dir`, with `pdf` also `report/report.pdf`;
+    returns their paths."""
     root = Path(results_dir).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"--results-dir {root} is not a folder; run `make results` (or "
@@ -354,21 +599,24 @@ def build(results_dir: str | Path = RESULTS_DIR) -> dict[str, Path]:
         raise FileNotFoundError(f"{root} has no tables, figures or executed notebooks (expected "
                                 f"tables/NN_*.csv, figures/NN_*.png or notebooks/NN_*.ipynb); run the notebooks first")
     html_path, tex_path = root / "report.html", root / "report" / "report.tex"
-    files = sorted(file_listing(root, skip=[html_path, tex_path], left_out=skipped)
-                   + [("report.html", "this report"), ("report/report.tex", "this report in LaTeX")])
+    pdf_path = tex_path.with_suffix(".pdf")
+    files = sorted(file_listing(root, skip=[html_path, tex_path, pdf_path], left_out=skipped)
+                   + [("report.html", "this report"), ("report/report.tex", "this report in LaTeX")]
+                   + ([("report/report.pdf", "this report as PDF")] if pdf else []))
     html, tex = render_html(root, found, files, skipped), render_latex(root, found)
     atomic_write_many({html_path: lambda p: p.write_text(html, encoding="utf-8"),
                        tex_path: lambda p: p.write_text(tex, encoding="utf-8")})
-    return {"html": html_path, "tex": tex_path}
+    return {"html": html_path, "tex": tex_path, **({"pdf": compile_pdf(tex_path)} if pdf else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="default: results/")
+    parser.add_argument("--pdf", action="store_true", help="also compile report/report.pdf with pdflatex")
     args = parser.parse_args(argv)
-    paths = build(args.results_dir)
-    print(f"wrote {paths['html']} and {paths['tex']}")
+    paths = build(args.results_dir, pdf=args.pdf)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 

@@ -6,10 +6,11 @@ import csv
 import json
 import os
 import platform
+import re
 import secrets
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -69,6 +70,71 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIALS.get(char, char) for char in text)
 
 
+def std_column(column: str) -> str:
+    """The column that holds the std of a mean column: 'accuracy (%)' -> 'accuracy std (%)', 'x' -> 'x std'."""
+    return f"{column[:-4]} std (%)" if column.endswith(" (%)") else f"{column} std"
+
+
+def mean_std(row: Mapping, column: str) -> tuple[float, float] | None:
+    """(mean, std) of `column` in a table row, std from its `std_column` (0 without one); None where the mean is
+    missing (not measured)."""
+    mean = row.get(column)
+    if mean is None or pd.isna(mean):
+        return None
+    std = row.get(std_column(column))
+    return float(mean), 0.0 if std is None or pd.isna(std) else float(std)
+
+
+def display_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` as Markdown, TeX and HTML show it: each mean column and its `std_column` as one 'mean ± std' cell
+    (two decimals; the mean alone where the std is missing), integer columns without a decimal point, missing
+    values as '-'."""
+    shown = pd.DataFrame(index=df.index)
+    stds = {std_column(c) for c in df.columns} & set(df.columns)
+    for column in df.columns:
+        if column in stds:
+            continue
+        values = df[column]
+        if std_column(column) in df.columns:
+            pairs = zip(values, df[std_column(column)])
+            shown[column] = ["-" if pd.isna(m) else f"{m:.2f}" if pd.isna(s) else f"{m:.2f} ± {s:.2f}"
+                             for m, s in pairs]
+        elif pd.api.types.is_float_dtype(values) and values.dropna().map(float.is_integer).all():
+            shown[column] = [f"{v:,.0f}" if not pd.isna(v) else "-" for v in values]
+        elif pd.api.types.is_float_dtype(values):
+            shown[column] = [f"{round(v, 4):,}" if not pd.isna(v) else "-" for v in values]
+        else:
+            shown[column] = values.astype(object).where(values.notna(), "-")
+    return shown
+
+
+def _integer_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with every column that holds only whole numbers and gaps (pandas made it float) as pandas' nullable
+    integers, so the CSV writes '6' (not '6.0') and an empty cell where a value is missing; percentages stay
+    measurements (floats)."""
+    df = df.copy()
+    for column in df.columns:
+        values = df[column]
+        present = values.dropna()
+        if (pd.api.types.is_float_dtype(values) and values.isna().any() and len(present)
+                and not str(column).endswith("(%)")
+                and present.map(float.is_integer).all()):
+            df[column] = values.astype("Int64")
+    return df
+
+
+def latex_table(shown: pd.DataFrame, caption: str = "") -> str:
+    """A displayed table as a LaTeX table that never runs wider than the text: scaled down to the line width
+    where it is wider (`\\resizebox`, from graphicx)."""
+    tabular = shown.to_latex(index=False, escape=True)
+    lines = [r"\begin{table}[htbp]", r"\centering"]
+    if caption:
+        lines.append(r"\caption{" + latex_escape(caption) + "}")
+    lines += [r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%", tabular.rstrip("\n") + "}",
+              r"\end{table}", ""]
+    return "\n".join(lines)
+
+
 def sidecar(path: str | os.PathLike) -> Path:
     """The metadata file `<name>.json` beside a table's `<name>.csv`."""
     return Path(path).with_suffix(".json")
@@ -121,8 +187,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a results CSV (a plain CSV; older ones had a `#` header, skipped), integer columns as integers; a
-    malformed one (a row of another width than the header, unparsable) is a `ResultsFileError`."""
+    """Read a results CSV (a plain CSV; older ones had a `#` header, skipped), integer columns as integers
+    (pandas' nullable integers where a value is missing); a malformed one (a row of another width than the header,
+    unparsable) is a `ResultsFileError`."""
     side = read_sidecar(path)
     skip = 0 if sidecar(path).exists() else len(side["metadata"])
     try:
@@ -130,10 +197,31 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             rows = list(csv.reader(handle))[skip:]
         ragged = next((n for n, row in enumerate(rows[1:], 2) if row and len(row) != len(rows[0])), None)
         if ragged is None:
-            return pd.read_csv(path, skiprows=skip, dtype={c: "int64" for c in side["integer_columns"]})
-    except (ValueError, csv.Error) as err:   # undecodable, empty, unparsable, integer columns holding other values
+            table = _numeric_summaries(pd.read_csv(path, skiprows=skip,
+                                                   dtype={c: "Int64" for c in side["integer_columns"]}))
+            return table.astype({c: "int64" for c in side["integer_columns"] if not table[c].isna().any()})
+    except (ValueError, TypeError, csv.Error) as err:   # undecodable, empty, unparsable, integers holding text
         raise _damaged(path, f"cannot be read as CSV ({type(err).__name__}: {err})") from err
     raise _damaged(path, f"record {ragged} has {len(rows[ragged - 1])} fields; the header has {len(rows[0])}")
+
+
+SUMMARY = re.compile(r"^\s*(-?\d+(?:\.\d+)?)(?:\s*±\s*(\d+(?:\.\d+)?))?\s*$")
+
+
+def _numeric_summaries(table: pd.DataFrame) -> pd.DataFrame:
+    """Older results stored 'mean ± std' strings and '-' for missing values: each text column whose cells are all
+    such becomes a mean column and its `std_column` (where any cell had a std), '-' an empty value."""
+    for column in [c for c in table.columns if pd.api.types.is_object_dtype(table[c])
+                   or pd.api.types.is_string_dtype(table[c])]:
+        texts = table[column].map(lambda c: "" if pd.isna(c) else str(c).strip())
+        matches = texts[~texts.isin(["", "-"])].map(SUMMARY.match)
+        if matches.empty or matches.isna().any():
+            continue
+        table[column] = pd.to_numeric(matches.map(lambda m: m.group(1))).reindex(table.index)
+        if matches.map(lambda m: m.group(2) is not None).any() and std_column(column) not in table.columns:
+            table.insert(table.columns.get_loc(column) + 1, std_column(column),
+                         pd.to_numeric(matches.map(lambda m: m.group(2))).reindex(table.index))
+    return table
 
 
 @lru_cache(maxsize=1)
@@ -175,17 +263,21 @@ class ResultWriter:
     def synthetic(self) -> Path:
         return self.root / "synthetic"
 
-    def metadata(self) -> dict[str, str]:
-        """Run metadata stamped into every file: profile, seed, device, versions, commit, time."""
-        return {"notebook": self.notebook, "profile": self.profile, "seed": str(self.seed), "device": self.device,
+    def metadata(self) -> dict[str, str | int | float]:
+        """Run metadata stamped into every file: profile, seed (int), device, versions, commit, time (seconds as
+        a float)."""
+        return {"notebook": self.notebook, "profile": self.profile, "seed": int(self.seed), "device": self.device,
                 **self.details, "torch": torch.__version__, "torchvision": torchvision.__version__,
                 "python": platform.python_version(), "commit": code_commit(),
                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "wall_seconds_since_start": f"{time.perf_counter() - self.start:.1f}"}
+                "wall_seconds_since_start": round(time.perf_counter() - self.start, 1)}
 
     def table(self, df: pd.DataFrame, name: str, caption: str = "") -> dict[str, Path]:
-        """Write `df` as `tables/<name>.csv` (plain), `.json` (caption and metadata), `.md` and `.tex`, all
-        renamed into place together."""
+        """Write `df` as `tables/<name>.csv` (plain: numbers as numbers, missing values empty), `.json` (caption
+        and typed metadata), `.md` and `.tex` ('mean ± std' cells, `display_frame`), all renamed into place
+        together."""
+        df = _integer_columns(df)
+        shown = display_frame(df)
         meta = self.metadata()
         footer = "; ".join(f"{k}: {v}" for k, v in meta.items())
         body = {"caption": caption, "metadata": meta,
@@ -193,10 +285,10 @@ class ResultWriter:
         texts = {
             "csv": df.to_csv(index=False),
             "json": json.dumps(body, indent=2) + "\n",
-            "md": (f"**{caption}**\n\n" if caption else "") + df.to_markdown(index=False)
+            "md": (f"**{caption}**\n\n" if caption else "") + shown.to_markdown(index=False)
                   + f"\n\n<sub>{footer}</sub>\n",
             "tex": "".join(f"% {k}: {v}\n" for k, v in meta.items())
-                   + df.to_latex(index=False, caption=latex_escape(caption) or None, escape=True),
+                   + latex_table(shown, caption),
         }
         paths = {ext: self.tables / f"{name}.{ext}" for ext in texts}
         atomic_write_many({paths[ext]: lambda p, text=text: p.write_text(text) for ext, text in texts.items()})

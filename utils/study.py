@@ -22,6 +22,7 @@ from utils.executor import LOCAL, Pool, derive
 from utils.notebook import NotebookRun
 from utils.paths import cache_dir, read_cache, write_cache
 from utils.plots import accuracy_curves, loss_curves, synthetic_before_after
+from utils.results import std_column
 from utils.synthetic import SyntheticSet, initial_images, random_real_subset, synthetic_path
 
 FLOOR = "random real"
@@ -46,12 +47,14 @@ class SetResult:
     curve: dict[int, SyntheticEvaluation] = field(default_factory=dict)   # iteration -> evaluation of its snapshot
 
     def row(self, metrics: tuple[str, ...] = ("accuracy",)) -> dict:
-        """One table row: each metric of each evaluation variant as 'mean ± std' (%), then costs."""
+        """One table row: each metric of each evaluation variant as mean and std (%, two columns), then costs."""
         row = {"method": self.method, "dataset": self.dataset, "ipc": self.ipc, "init": self.init,
                "iterations": self.iterations}
         for variant, result in self.evaluations.items():
             for metric in metrics:
-                row[f"{METRIC_LABELS[metric]}{VARIANT_LABELS[variant]} (%)"] = result.summary(metric)
+                column = f"{METRIC_LABELS[metric]}{VARIANT_LABELS[variant]} (%)"
+                row[column] = round(100 * result.mean(metric), 2)
+                row[std_column(column)] = round(100 * result.std(metric), 2)
         first = next(iter(self.evaluations.values()))
         row.update({"models": len(first.runs), "distillation time (s)": round(self.distill_seconds, 1),
                     "peak memory (MiB)": round(self.peak_memory_mib),

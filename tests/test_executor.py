@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from utils import study
+from utils.distill import find_synthetic
 from utils.distill.experts import prepare_experts
 from utils.distill.trajectory_matching import EXPERT_SEED
 from utils.executor import LOCAL, RayExecutor, _RayPool, get_executor
 from utils.notebook import start
 from utils.results import read_table
-from utils.synthetic import SyntheticSet, find_synthetic
+from utils.synthetic import SyntheticSet
 
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
 TIMING = ("time", "memory")   # columns that measure the machine, not the result
@@ -50,9 +51,9 @@ def _study(notebook: str, executor, out, data_root, fresh: bool = True) -> pd.Da
     run.executor = executor
     if notebook.startswith("06"):
         for name in run.profile.study.datasets:
-            prepare_experts(run.load(name), run.profile.method_config("mtt", name, 1).expert_config(), seed=EXPERT_SEED,
-                            device=run.device, precision=run.precision, executor=executor)
-        return study.distillation_study(run, "mtt", notebook, variants=("dsa",))
+            prepare_experts(run.load(name), run.profile.method_config("mtt", name, 1).expert_config(),
+                            run.context.with_seed(EXPERT_SEED), executor)
+        return study.distillation_study(run, "mtt", notebook)
     return study.distillation_study(run, "gm", notebook)
 
 
@@ -121,7 +122,7 @@ def test_a_restarted_study_submits_only_the_missing_units(local_02, ray_executor
 
     def counting(self, fn, *args, **kwargs):
         submitted.append(fn.__name__)
-        submit(self, fn, *args, **kwargs)
+        return submit(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(_RayPool, "submit", counting)
     again = _study("02_gradient_matching", ray_executor, tmp_path / "out", data_root, fresh=False)

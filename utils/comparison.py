@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.distill import METHOD_LABELS
+from utils.distill import METHODS, find_synthetic
 from utils.interpretation import parse
 from utils.results import atomic_write, code_commit, read_metadata, read_table
 from utils.study import FLOOR
-from utils.synthetic import find_synthetic, parse_synthetic_name
+from utils.synthetic import parse_synthetic_name
 
 STUDY_TABLES = ("02_gradient_matching", "06_trajectory_matching", "07_distribution_matching", "05_mhist")
 # ConvNet, 10 images per class, as published (DC: ICLR 2021; DSA: ICML 2021; DM: WACV 2023; MTT: CVPR 2022).
@@ -87,7 +87,7 @@ def _cell(value):
 
 def distilled_only(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of distilled sets (not the random-real, majority-class or full-data references)."""
-    return table[table["method"].isin(METHOD_LABELS.values())]
+    return table[table["method"].isin([record.label for record in METHODS.values()])]
 
 
 def score_column(rows: pd.DataFrame) -> str:
@@ -136,7 +136,7 @@ def unevaluated_sets(results_dir: str | Path, table: pd.DataFrame) -> list[str]:
     unreported = []
     for path in find_synthetic(results_dir):
         info = parse_synthetic_name(path)
-        if (METHOD_LABELS[info["method"]], info["dataset"], str(info["ipc"]), info["init"]) not in reported:
+        if (METHODS[info["method"]].label, info["dataset"], str(info["ipc"]), info["init"]) not in reported:
             unreported.append(path.name)
     return unreported
 
@@ -184,7 +184,7 @@ def targets_table(table: pd.DataFrame, profile: str, curves: pd.DataFrame | None
     ipc = table["ipc"].astype(str)
     rows = []
     for dataset, method, init, target in ACCURACY_TARGETS:
-        label = METHOD_LABELS[method]
+        label = METHODS[method].label
         found = table[(table["method"] == label) & (table["dataset"] == dataset) & (ipc == "10")
                       & (table["init"] == init)]
         cell = found["accuracy with DSA (%)"].iloc[0] if len(found) else "-"

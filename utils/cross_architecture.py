@@ -7,13 +7,12 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from utility import SyntheticEvaluation
 from utils.data import Dataset, stratified_subset
-from utils.distill import METHOD_LABELS
-from utils.executor import derive
+from utils.distill import METHODS, find_synthetic, load_synthetic
 from utils.notebook import NotebookRun
+from utils.recipe import derive
 from utils.study import evaluation_data, submit_evaluation
-from utils.synthetic import SyntheticSet, find_synthetic, parse_synthetic_name, random_real_subset
+from utils.synthetic import parse_synthetic_name, random_real_subset
 
 
 @dataclass
@@ -48,8 +47,8 @@ def transfer_sets(run: NotebookRun) -> list[TrainingSet]:
                         *random_real_subset(datasets[name], ipc, torch.Generator().manual_seed(run.seed)))
             for name, ipc in sorted({(i["dataset"], i["ipc"]) for _, i in chosen})]
     for path, info in chosen:
-        synthetic = SyntheticSet.load(path)
-        sets.append(TrainingSet(f"{METHOD_LABELS[info['method']]}, {info['dataset']}, ipc {info['ipc']}, "
+        synthetic = load_synthetic(path)
+        sets.append(TrainingSet(f"{METHODS[info['method']].label}, {info['dataset']}, ipc {info['ipc']}, "
                                 f"{info['init']} init", evaluation_data(synthetic, datasets[info["dataset"]]),
                                 synthetic.images, synthetic.labels, synthetic.lr))
     return sets
@@ -59,19 +58,18 @@ def transfer_table(run: NotebookRun) -> pd.DataFrame:
     """Accuracy (mean ± std, %) of each architecture trained on each selected set."""
     settings = run.profile.cross_arch
     sets = transfer_sets(run)
-    found: dict[tuple[int, str], str] = {}
-
-    def record(k: int, arch: str, result: SyntheticEvaluation) -> None:
-        found[k, arch] = result.summary()
-        print(f"{sets[k].label} -> {arch}: {found[k, arch]}")
-
     with run.executor.pool("cross-architecture grid", unit="evaluation") as pool:
-        for k, s in enumerate(sets):
+        pending = {}
+        for k, training_set in enumerate(sets):
             for arch in settings.architectures:
                 epochs, lr = settings.budget(arch)
-                submit_evaluation(pool, run, s.x, s.y, s.data, dsa=False, architecture=arch, lr=lr or s.lr,
-                                  epochs=epochs, n_models=settings.n_models,
-                                  done=lambda result, k=k, arch=arch: record(k, arch, result))
+                pending[k, arch] = submit_evaluation(pool, run, training_set.x, training_set.y, training_set.data,
+                                                     dsa=False, architecture=arch, lr=lr or training_set.lr,
+                                                     epochs=epochs, n_models=settings.n_models)
+        found = {}
+        for (k, arch), evaluation in pending.items():
+            found[k, arch] = evaluation.result().summary()
+            print(f"{sets[k].label} -> {arch}: {found[k, arch]}")
     return pd.DataFrame([{"training set": s.label, **{arch: found[k, arch] for arch in settings.architectures}}
                          for k, s in enumerate(sets)])
 

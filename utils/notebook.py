@@ -8,6 +8,7 @@ import torch
 
 from utility import (
     Augment,
+    RunContext,
     SyntheticEvaluation,
     configure_reproducibility,
     evaluate_training_set,
@@ -17,9 +18,10 @@ from utility import (
     set_seed,
 )
 from utils.data import Dataset, load_dataset, stratified_subset
-from utils.executor import LOCAL, DataRecipe, Executor, get_executor, set_recipe
+from utils.executor import LOCAL, Executor, get_executor
 from utils.paths import results_dir as resolve_results_dir
 from utils.profiles import Profile, get_profile
+from utils.recipe import DataRecipe, set_recipe
 from utils.results import ResultWriter
 
 
@@ -28,12 +30,25 @@ class NotebookRun:
     """Everything a notebook needs after its parameters cell."""
 
     profile: Profile
-    device: torch.device
-    precision: str
-    seed: int
+    context: RunContext
     data_root: str | None
     writer: ResultWriter | None
     executor: Executor = LOCAL
+
+    @property
+    def seed(self) -> int:
+        """The run's seed (`context.seed`)."""
+        return self.context.seed
+
+    @property
+    def device(self) -> torch.device:
+        """The run's device (`context.device`)."""
+        return self.context.device
+
+    @property
+    def precision(self) -> str:
+        """The run's resolved precision (`context.precision`)."""
+        return self.context.precision
 
     def load(self, name: str, im_size: int | None = None) -> Dataset:
         """Load a dataset; the profile may cap the test set size (smoke)."""
@@ -45,7 +60,7 @@ class NotebookRun:
             recipe = recipe.then("test", limit, self.seed)
         return set_recipe(data, recipe)
 
-    def portable(self) -> NotebookRun:
+    def for_worker(self) -> NotebookRun:
         """What a unit on another process needs of this run: no result writer, the local executor."""
         return replace(self, writer=None, executor=LOCAL)
 
@@ -77,4 +92,4 @@ def start(notebook: str, profile: str, data_root: str | None, results_dir: str |
     runner = get_executor(executor, torch_device)
     print(f"{notebook}: profile={profile} device={torch_device} precision={precision} seed={seed} results={out} "
           f"executor={runner.name}")
-    return NotebookRun(settings, torch_device, precision, seed, data_root, writer, runner)
+    return NotebookRun(settings, RunContext(seed, torch_device, precision), data_root, writer, runner)

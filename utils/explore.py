@@ -3,17 +3,21 @@ profile, and its intermediate quantities (computed by the distiller's own method
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pandas as pd
 import torch
 from torch import nn
 
 from utility import set_seed
-from utils.distill import METHODS, DistillTask
+from utils.distill import METHODS, DistillTask, load_synthetic
 from utils.distill.base import SyntheticImages
 from utils.distill.distribution_matching import dm_loss
 from utils.distill.gradient_matching import gradient_distance
 from utils.distill.trajectory_matching import trajectory_loss
 from utils.notebook import NotebookRun
+from utils.synthetic import synthetic_path
 
 
 def distiller_for(run: NotebookRun, method: str, dataset: str, ipc: int, init: str = "real") -> SyntheticImages:
@@ -35,6 +39,19 @@ def images(distiller: SyntheticImages) -> torch.Tensor:
 def relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
     """How far the images moved: rms of the change over rms of the images before."""
     return float((after - before).pow(2).mean().sqrt() / before.pow(2).mean().sqrt())
+
+
+@contextmanager
+def replayed_draws(distiller: SyntheticImages) -> Iterator[None]:
+    """Run the block, then put the distiller's random generators (sampling and DSA) back where they were, so the
+    next call draws the same real batches, augmentations and expert segment: a before/after comparison then differs
+    only by what the block's caller changed."""
+    generator, device_generator = distiller.generator.get_state(), distiller.device_generator.get_state()
+    dsa = distiller.dsa.get_state()
+    yield
+    distiller.generator.set_state(generator)
+    distiller.device_generator.set_state(device_generator)
+    distiller.dsa.set_state(dsa)
 
 
 def run_steps(distiller: SyntheticImages, steps: int) -> list[float]:
@@ -77,3 +94,18 @@ def student_table(steps: list[torch.Tensor], start: torch.Tensor, target: torch.
     ||θ*_t − θ*_{t+M}||² (`trajectory_loss`; 1.0 is where the student started)."""
     return pd.DataFrame([{"student step": k, "normalised distance": trajectory_loss(p.detach(), start, target).item()}
                          for k, p in enumerate(steps, start=1)])
+
+
+def learned_lr_table(run: NotebookRun) -> pd.DataFrame:
+    """For each trajectory-matching set of the profile's study: the learning rate it started from and the one it
+    learned (saved with the set and used to evaluate it)."""
+    rows = []
+    study = run.profile.study
+    for dataset in study.datasets:
+        for ipc in study.ipcs:
+            for init in study.inits:
+                saved = load_synthetic(synthetic_path(run.writer.root, "mtt", dataset, ipc, init))
+                start = saved.config["method_config"]["lr_teacher"]
+                rows.append({"dataset": dataset, "ipc": ipc, "init": init, "initial lr": start,
+                             "learned lr": round(saved.lr, 6), "grew": "yes" if saved.lr > start else "no"})
+    return pd.DataFrame(rows)

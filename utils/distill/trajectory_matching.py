@@ -181,8 +181,12 @@ class TrajectoryMatching(SyntheticImages):
                                      f"lr {self.lr.item():.3g}); nothing was updated. Lower lr_img, lr_lr or "
                                      "lr_teacher")
         self.update_images(loss)
-        guard_lr(self.lr)
         return loss.item()
+
+    def update_images(self, loss: torch.Tensor) -> None:
+        """One step on the images and the learned lr, which is then kept finite and at least `MIN_LR`."""
+        super().update_images(loss)
+        guard_lr(self.lr)
 
     def learnables(self) -> dict[str, torch.Tensor]:
         return {**super().learnables(), "lr": self.lr}

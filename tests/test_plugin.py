@@ -65,7 +65,7 @@ def warm_up(config: MeanMatchingConfig) -> tuple[TrainingRuns, ...]:
 
 
 TOY = Method(key="toy", label="Mean matching (toy)", config=MeanMatchingConfig, distiller=MeanMatching,
-             notebook="09", check=needs_a_convnet, inputs=class_means, stand_ins=zero_means, training=warm_up)
+             notebook="09_toy", check=needs_a_convnet, inputs=class_means, stand_ins=zero_means, training=warm_up)
 TOY_PROFILE = replace(SMOKE, study=replace(SMOKE.study, datasets=("MNIST",)),
                       methods={**SMOKE.methods, "toy": MeanMatchingConfig()},
                       mhist=replace(SMOKE.mhist, methods={**SMOKE.mhist.methods, "toy": MeanMatchingConfig()}))

@@ -16,7 +16,8 @@ from utils.results import atomic_write, code_commit, read_metadata, read_table
 from utils.study import FLOOR
 from utils.synthetic import parse_synthetic_name
 
-STUDY_TABLES = ("02_gradient_matching", "06_trajectory_matching", "07_distribution_matching", "05_mhist")
+# every method notebook's table (in notebook order), then MHIST's
+STUDY_TABLES = (*sorted(record.notebook for record in METHODS.values()), "05_mhist")
 # ConvNet, 10 images per class, as published (DC: ICLR 2021; DSA: ICML 2021; DM: WACV 2023; MTT: CVPR 2022).
 PUBLISHED = [
     ("MNIST", "DC (gradient matching)", 97.4), ("MNIST", "DSA (gradient matching + DSA)", 97.8),

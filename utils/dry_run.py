@@ -111,7 +111,7 @@ def profile_units(profile: Profile) -> list[Unit]:
     floor_runs = floor_networks(ev.n_models, ev.floor_subsets)
     floors_listed: set[tuple[str, int, str]] = set()   # the floor is evaluated once per variant, then cached
     for record in sorted(METHODS.values(), key=lambda record: record.notebook):
-        notebook, method = record.notebook, record.key
+        notebook, method = record.number, record.key
         variants = record.variants or study.variants
         curve = curve_variant(variants)
         curve_budget = ((epochs[curve], curve),)

@@ -73,9 +73,9 @@ def regenerate_hint(path: str | os.PathLike) -> str:
     """How to regenerate a saved set: delete it and re-run the notebook that writes it."""
     info = parse_synthetic_name(path)
     record = None if info is None else METHODS.get(info["method"])
-    notebook = None if info is None else "05" if info["dataset"] == "MHIST" else record and record.notebook
+    notebook = None if info is None else "05" if info["dataset"] == "MHIST" else record and record.number
     only = f" --only {notebook}" if notebook else ""
-    named = ", ".join(f"{m.key} {m.notebook}" for m in METHODS.values())
+    named = ", ".join(f"{m.key} {m.number}" for m in METHODS.values())
     return (f"Delete it and regenerate it with `python -m utils.pipeline --profile <profile>{only} --results-dir "
             f"{Path(path).resolve().parent.parent}` (the profile it was made with; the notebook that writes it"
             f"{'' if notebook else f' is named by the method prefix: {named}, MHIST 05'}).")

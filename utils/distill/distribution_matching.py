@@ -111,4 +111,4 @@ def _check(config: DistributionMatchingConfig, ipc: int, network: nn.Module, ima
 
 
 METHOD = Method(key="dm", label="Distribution matching", config=DistributionMatchingConfig,
-                distiller=DistributionMatching, notebook="07", check=_check)
+                distiller=DistributionMatching, notebook="07_distribution_matching", check=_check)

@@ -164,4 +164,4 @@ def _timing(config: GradientMatchingConfig, ipc: int) -> tuple[TimedIteration, .
 
 
 METHOD = Method(key="gm", label="Gradient matching + DSA", config=GradientMatchingConfig, distiller=GradientMatching,
-                notebook="02", variants=None, check=_check, timing=_timing)
+                notebook="02_gradient_matching", variants=None, check=_check, timing=_timing)

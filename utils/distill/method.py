@@ -65,16 +65,22 @@ def timed_as_is(config: Any, ipc: int) -> tuple[TimedIteration, ...]:
 class Method:
     """A distillation method: its key (the saved-set prefix), label, configuration dataclass, distiller class
     (`distiller(data, task, config, context, **inputs(data, config, context))`), the notebook that distils its
-    sets, how that notebook evaluates them, and what the dry run needs to check and time it."""
+    sets (its name, which also prefixes its tables and figures), how that notebook evaluates them, and what the dry
+    run needs to check and time it."""
 
     key: str
     label: str
     config: type
     distiller: Callable[..., Any]
-    notebook: str
+    notebook: str                                 # e.g. "02_gradient_matching"
     variants: tuple[str, ...] | None = ("dsa",)   # evaluation variants of its study; None: the profile's
     check: Callable[[Any, int, nn.Module, int], None] = no_check   # raises what the real run would raise
     inputs: Callable[[Dataset, Any, RunContext], dict[str, Any]] = no_inputs   # extra distiller arguments
     stand_ins: Callable[[Dataset, Any], dict[str, Any]] = no_stand_ins   # the dry run's stand-ins for `inputs`
     training: Callable[[Any], tuple[TrainingRuns, ...]] = no_training   # trained before distilling
     timing: Callable[[Any, int], tuple[TimedIteration, ...]] = timed_as_is   # how the dry run times an iteration
+
+    @property
+    def number(self) -> str:
+        """The notebook's number, as `--only` and the dry run name it ("02")."""
+        return self.notebook[:2]

@@ -106,9 +106,10 @@ def profile_units(profile: Profile) -> list[Unit]:
     for name in profile.baseline.datasets:
         units.append(_train_units("01", f"baseline {name}", name, _side(name, profile), "ConvNet",
                                   profile.baseline.train_images or SHAPES[name][2], 1, profile.baseline.epochs))
-    ev, study = profile.evaluation, profile.study
-    epochs = {"plain": ev.epochs, "dsa": ev.dsa_epochs}
-    floor_runs = floor_networks(ev.n_models, ev.floor_subsets)
+    evaluation, study = profile.evaluation, profile.study
+    epochs = {"plain": evaluation.epochs, "dsa": evaluation.dsa_epochs}
+    floor_runs = floor_networks(evaluation.n_models, evaluation.floor_subsets)
+    curve_runs = evaluation.curve_points * evaluation.curve_models
     floors_listed: set[tuple[str, int, str]] = set()   # the floor is evaluated once per variant, then cached
     for record in sorted(METHODS.values(), key=lambda record: record.notebook):
         notebook, method = record.number, record.key
@@ -127,10 +128,10 @@ def profile_units(profile: Profile) -> list[Unit]:
                     config = profile.method_config(method, name, ipc)
                     units += _distillation(notebook, method, name, side, ipc, init, config)
                     units += _evaluations(notebook, f"{method} {name} ipc{ipc} {init}", name, side, "ConvNet", n,
-                                          ev.n_models, tuple((epochs[v], v) for v in variants))
-                    if ev.curve_points:
+                                          evaluation.n_models, tuple((epochs[v], v) for v in variants))
+                    if evaluation.curve_points:
                         units += _evaluations(notebook, f"curve {method} {name} ipc{ipc} {init}", name, side,
-                                              "ConvNet", n, ev.curve_points * ev.curve_models, curve_budget)
+                                              "ConvNet", n, curve_runs, curve_budget)
     arch = profile.cross_arch
     for name in arch.datasets:
         for ipc in arch.ipcs:
@@ -154,14 +155,14 @@ def profile_units(profile: Profile) -> list[Unit]:
                               1, mhist.baseline_epochs))
     for ipc in mhist.ipcs:
         units += _evaluations("05", f"random real MHIST ipc{ipc}", "MHIST", mhist.im_size, mhist.architecture,
-                              2 * ipc, floor_networks(mhist.n_models, ev.floor_subsets),
+                              2 * ipc, floor_networks(mhist.n_models, evaluation.floor_subsets),
                               ((mhist.eval_epochs, "dsa"),))
         for method in METHODS:
             for init in mhist.inits:
                 units += _distillation("05", method, "MHIST", mhist.im_size, ipc, init,
                                        mhist.method_config(method, ipc))
                 units += _evaluations("05", f"{method} MHIST ipc{ipc} {init}", "MHIST", mhist.im_size,
-                                      mhist.architecture, 2 * ipc, mhist.n_models + ev.curve_points * ev.curve_models,
+                                      mhist.architecture, 2 * ipc, mhist.n_models + curve_runs,
                                       ((mhist.eval_epochs, "dsa"),))
     return _unique(units)
 

@@ -68,12 +68,12 @@ class NotebookRun:
                  augment: Augment | None = None, epochs: int | None = None, n_models: int | None = None,
                  lr: float | None = None) -> SyntheticEvaluation:
         """The distilled-set evaluation protocol with this profile's budget (epochs: DSA or plain)."""
-        ev = self.profile.evaluation
-        default_epochs = ev.dsa_epochs if augment is not None else ev.epochs
+        settings = self.profile.evaluation
+        default_epochs = settings.dsa_epochs if augment is not None else settings.epochs
         return evaluate_training_set(
             x, y, (data.x_test, data.y_test), channels=data.channels, num_classes=data.num_classes,
-            im_size=data.im_size, architecture=architecture, n_models=n_models or ev.n_models,
-            epochs=epochs or default_epochs, lr=lr or ev.lr, batch_size=ev.batch_size, augment=augment,
+            im_size=data.im_size, architecture=architecture, n_models=n_models or settings.n_models,
+            epochs=epochs or default_epochs, lr=lr or settings.lr, batch_size=settings.batch_size, augment=augment,
             seed=self.seed, device=self.device, precision=self.precision)
 
 

@@ -3,14 +3,18 @@ is what `step()` optimises."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from utils import explore
+from utils.distill import METHODS
 from utils.distill.distribution_matching import DistributionMatching, dm_loss, embedding_network
 from utils.distill.gradient_matching import GradientMatching, gradient_distance
 from utils.distill.trajectory_matching import TrajectoryMatching
 from utils.notebook import start
+from utils.paths import NOTEBOOKS_DIR
 from utils.synthetic import SyntheticSet, synthetic_path
 
 
@@ -88,3 +92,13 @@ def test_the_learned_lr_table_says_whether_each_set_grew(run):
     table = explore.learned_lr_table(run)
     assert list(table["grew"]) == ["yes", "no"] * len(study.datasets)
     assert list(table["initial lr"]) == [0.01] * len(table)
+
+
+def test_every_method_notebook_steps_through_one_iteration_before_its_study():
+    for record in METHODS.values():
+        notebook = json.loads((NOTEBOOKS_DIR / f"{record.notebook}.ipynb").read_text())
+        cells = ["".join(cell["source"]) for cell in notebook["cells"]]
+        inside = next(i for i, source in enumerate(cells) if source.startswith("## Inside one iteration"))
+        study = next(i for i, source in enumerate(cells) if "distillation_study(run" in source)
+        assert inside < study, record.notebook
+        assert f'explore.distiller_for(run, "{record.key}"' in "".join(cells[inside:study]), record.notebook

@@ -13,7 +13,7 @@ import platform
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,22 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if _bf16_native(device) else "fp32"
     return precision
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every unit of a run is computed with: its seed, device and (resolved) precision."""
+
+    seed: int
+    device: torch.device
+    precision: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "device", torch.device(self.device))
+
+    def with_seed(self, seed: int) -> RunContext:
+        """The same device and precision with another seed."""
+        return replace(self, seed=seed)
 
 
 @dataclass

@@ -226,15 +226,10 @@ def official_mtt(off, reparam, data: Dataset, device: torch.device, trajectory: 
 
 def ours_mtt(data: Dataset, device: torch.device, precision: str, trajectory: list[torch.Tensor],
              settings: dict) -> Callable[[], float]:
-    """`TrajectoryMatching.step` with the same stand-in expert (the expert loader is bypassed for this run)."""
+    """`TrajectoryMatching.step` with the same stand-in expert."""
     config = tm.TrajectoryMatchingConfig(**{**settings, "zca": False, "num_experts": 1})
-    real_loader = tm.load_or_train_experts
-    tm.load_or_train_experts = lambda *a, **k: [trajectory]
-    try:
-        distiller = tm.TrajectoryMatching(data, DistillTask("CIFAR10", IPC, "real"), config, seed=0, device=device,
-                                          precision=precision)
-    finally:
-        tm.load_or_train_experts = real_loader
+    distiller = tm.TrajectoryMatching(data, DistillTask("CIFAR10", IPC, "real"), config,
+                                      utility.RunContext(0, device, precision), experts=[trajectory])
     return distiller.step
 
 
@@ -312,13 +307,13 @@ def build_cases(names: list[str], args: argparse.Namespace, data: Dataset, devic
     for name in names:
         if name == "dm":
             ours = DistributionMatching(data, DistillTask("CIFAR10", IPC, "real"), DistributionMatchingConfig(),
-                                        seed=0, device=device, precision=precision)
+                                        utility.RunContext(0, device, precision))
             cases.append(Case("DM iteration", official_dm(dc, data, device), ours.step))
         elif name in ("gm", "gm-quick"):
             loops = (10, 50) if name == "gm" else (2, 5)
             ours = GradientMatching(data, DistillTask("CIFAR10", IPC, "real"),
-                                    GradientMatchingConfig(loops=((IPC, *loops),)), seed=0, device=device,
-                                    precision=precision)
+                                    GradientMatchingConfig(loops=((IPC, *loops),)),
+                                    utility.RunContext(0, device, precision))
             cases.append(Case(f"DSA-GM iteration, loops {loops}", official_gm(dc, data, device, *loops), ours.step))
         elif name == "mtt":
             mods = load_official(Path(args.official_mtt), ("utils", "reparam_module"))

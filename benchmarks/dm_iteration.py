@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from utility import get_device, resolve_precision
+from utility import RunContext, get_device, resolve_precision
 from utils.compiled import autocast
 from utils.data import load_dataset
 from utils.distill import DistillTask, DistributionMatchingConfig
@@ -69,8 +69,8 @@ def main() -> None:
     precision = resolve_precision(args.precision, device)
     data = load_dataset("CIFAR10")
     distiller = DistributionMatching(data, DistillTask("CIFAR10", args.ipc, "real"),
-                                     DistributionMatchingConfig(real_batch=args.real_batch), seed=0, device=device,
-                                     precision=precision)
+                                     DistributionMatchingConfig(real_batch=args.real_batch),
+                                     RunContext(0, device, precision))
     state = distiller.state_dict()
     torch.manual_seed(0)
     batched_loss = distiller.step()

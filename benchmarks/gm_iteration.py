@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from utility import get_device, resolve_precision
+from utility import RunContext, get_device, resolve_precision
 from utils.data import load_dataset
 from utils.distill import DistillTask
 from utils.distill.gradient_matching import GradientMatching, GradientMatchingConfig
@@ -30,8 +30,8 @@ def main() -> None:
     device = get_device(args.device)
     precision = resolve_precision(args.precision, device)
     data = load_dataset("CIFAR10")
-    distiller = GradientMatching(data, DistillTask("CIFAR10", 10, "real"), GradientMatchingConfig(), seed=0,
-                                 device=device, precision=precision)
+    distiller = GradientMatching(data, DistillTask("CIFAR10", 10, "real"), GradientMatchingConfig(),
+                                 RunContext(0, device, precision))
     print(f"CIFAR-10 ipc 10, outer 10, inner 50, real batch 256, DSA; {device} {precision}, "
           f"{torch.get_num_threads()} threads")
     for k in range(args.iterations):

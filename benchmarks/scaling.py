@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from utility import SyntheticEvaluation, resolve_precision
+from utility import RunContext, SyntheticEvaluation, resolve_precision
 from utils.data import Dataset
 from utils.executor import LOCAL, Executor, RayExecutor
 from utils.notebook import NotebookRun
@@ -27,7 +27,7 @@ from utils.synthetic import random_real_subset
 def unit(run: NotebookRun, data: Dataset, k: int) -> SyntheticEvaluation:
     """Evaluation network k: one ConvNet on a random-real set, seeded by k."""
     x, y = random_real_subset(data, 10, torch.Generator().manual_seed(k))
-    return _evaluate(run.portable(), x, y, data, dsa=True, n_models=1)
+    return _evaluate(run.for_worker(), x, y, data, dsa=True, n_models=1)
 
 
 def loaded(data: Dataset) -> int:
@@ -61,7 +61,7 @@ def main() -> None:
     os.environ.setdefault("DD_COMPILE", "0")   # compiling costs more than these short units
     device = torch.device("cpu")
     profile = get_profile("cpu")
-    run = NotebookRun(profile, device, resolve_precision(profile.precision, device), 0, None, None, LOCAL)
+    run = NotebookRun(profile, RunContext(0, device, resolve_precision(profile.precision, device)), None, None, LOCAL)
     data = run.load("CIFAR10")
     load = os.getloadavg()[0]
     rows = [("in-process (LocalExecutor)", 1, timed(LOCAL, run, data, args.units, 0))] if args.in_process else []

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.fakes import fake_dataset
 from tests.test_reliability import EvaluationSettings, crafted, write_cifar_npz, write_mhist
-from utility import SyntheticEvaluation, set_seed
+from utility import RunContext, SyntheticEvaluation, set_seed
 from utils import paths
 from utils.data import DatasetFormatError, load_dataset
 from utils.distill import DistillTask, GradientMatchingConfig, distill
@@ -26,6 +26,7 @@ from utils.study import evaluate_cached
 from utils.synthetic import SyntheticSet, UnreadableSetError, synthetic_path
 
 CPU = torch.device("cpu")
+FP32 = RunContext(0, CPU, "fp32")
 GM = GradientMatchingConfig(iterations=3, real_batch=4, loops=((1, 1, 1),), architecture="ConvNetD1W32",
                             checkpoint_every=1)
 TASK = DistillTask("CIFAR10", 1, "noise")
@@ -38,14 +39,14 @@ def data():
 
 def _gm_run(data, config: dict):
     set_seed(0)
-    distiller = GradientMatching(data, TASK, GM, seed=0, device=CPU, precision="fp32")
+    distiller = GradientMatching(data, TASK, GM, FP32)
     return run_distillation(distiller, iterations=GM.iterations, config=config, data=data, checkpoint_every=1,
                             device=CPU, desc="t")
 
 
 def _stepped_state(data) -> dict:
     """A real distiller's state after one iteration, as a checkpoint holds it."""
-    distiller = GradientMatching(data, TASK, GM, seed=1, device=CPU, precision="fp32")
+    distiller = GradientMatching(data, TASK, GM, FP32.with_seed(1))
     distiller.step()
     return distiller.state_dict()
 
@@ -81,8 +82,8 @@ def test_a_checkpoint_of_another_layout_is_set_aside_and_the_run_starts_afresh(d
 def test_an_expert_of_another_layout_is_set_aside_and_retrained(tmp_cache):
     data = fake_dataset("CIFAR10", 2, (3, 32, 32), per_class=2)
     config = ExpertConfig(num_experts=1, epochs=1, dsa=False, architecture="ConvNetD1W32")
-    [reference] = load_or_train_experts(data, config, seed=0, device=CPU, precision="fp32")
-    path = expert_dir(data, config, seed=0, precision="fp32") / "expert_0.pt"
+    [reference] = load_or_train_experts(data, config, FP32)
+    path = expert_dir(data, config, FP32) / "expert_0.pt"
     good = torch.load(path, weights_only=True)
     for case, content in {"a list": [good["trajectory"]], "no key": {"trajectory": good["trajectory"]},
                           "no trajectory": {"key": good["key"]},
@@ -90,7 +91,7 @@ def test_an_expert_of_another_layout_is_set_aside_and_retrained(tmp_cache):
                           "NaN parameters": {**good, "trajectory": good["trajectory"] * float("nan")}}.items():
         torch.save(content, path)
         with pytest.warns(CacheWarning, match="expert_0.pt"):
-            [again] = load_or_train_experts(data, config, seed=0, device=CPU, precision="fp32")
+            [again] = load_or_train_experts(data, config, FP32)
         assert all(torch.equal(a, b) for a, b in zip(again, reference)), case
 
 
@@ -135,9 +136,9 @@ def _bad_sets(data) -> dict[str, SyntheticSet]:
 @pytest.mark.parametrize("case", ["NaN", "infinite", "3-d images", "other image size", "two images per class",
                                   "labels of another length", "NaN snapshot"])
 def test_a_saved_set_with_bad_images_is_refused_by_name_and_redistilled(case, data, tmp_path, tmp_cache):
-    kwargs = dict(results_dir=tmp_path, profile="smoke", seed=0, device=CPU, precision="fp32")
+    kwargs = dict(results_dir=tmp_path, profile="smoke")
     config = GradientMatchingConfig(iterations=1, real_batch=4, loops=((1, 1, 1),), architecture="ConvNetD1W32")
-    good, _ = distill("gm", data, TASK, config, **kwargs)
+    good, _ = distill("gm", data, TASK, config, FP32, **kwargs)
     path = synthetic_path(tmp_path, "gm", "CIFAR10", 1, "noise")
     bad = _bad_sets(data)[case]
     bad.config = good.config
@@ -147,7 +148,7 @@ def test_a_saved_set_with_bad_images_is_refused_by_name_and_redistilled(case, da
         with pytest.raises(UnreadableSetError, match=f"{path.name}.*(non-finite|shape)"):
             SyntheticSet.load(path)
     with pytest.warns(CacheWarning, match=path.name):
-        again, reused = distill("gm", data, TASK, config, **kwargs)
+        again, reused = distill("gm", data, TASK, config, FP32, **kwargs)
     assert not reused and torch.equal(again.images, good.images)
 
 
@@ -162,12 +163,12 @@ def test_cache_keys_change_with_the_torch_version(data, tmp_cache, monkeypatch):
                           profile=SimpleNamespace(name="smoke", evaluation=EvaluationSettings()))
     expert = ExpertConfig(num_experts=1, epochs=1)
     evaluate_cached(run, data.x_train, data.y_train, data, dsa=False)
-    before = (checkpoint_path({"run": 1}), expert_dir(data, expert, seed=0, precision="fp32"),
+    before = (checkpoint_path({"run": 1}), expert_dir(data, expert, FP32),
               full_training_path(data, FullTrainingConfig("CIFAR10"), CPU)[0])
     monkeypatch.setattr(torch, "__version__", "1.13.0")
     evaluate_cached(run, data.x_train, data.y_train, data, dsa=False)
     assert len(calls) == 2, "an evaluation made with another torch version was reused"
-    after = (checkpoint_path({"run": 1}), expert_dir(data, expert, seed=0, precision="fp32"),
+    after = (checkpoint_path({"run": 1}), expert_dir(data, expert, FP32),
              full_training_path(data, FullTrainingConfig("CIFAR10"), CPU)[0])
     assert all(a != b for a, b in zip(before, after)), "checkpoint, expert or baseline key ignores torch's version"
 

@@ -7,6 +7,7 @@ import torch
 from fakes import fake_dataset
 
 import utils.distill.distribution_matching as dm
+from utility import RunContext
 from utils.data import Dataset
 from utils.distill import METHODS, DistillTask, DistributionMatchingConfig, distill
 from utils.distill.distribution_matching import DistributionMatching, dm_loss, embedding_network
@@ -17,12 +18,11 @@ CPU = torch.device("cpu")
 
 def make(data: Dataset, ipc: int = 2, seed: int = 0, init: str = "real", **config) -> DistributionMatching:
     cfg = DistributionMatchingConfig(**{"architecture": "ConvNetW16", **config})
-    return DistributionMatching(data, DistillTask(data.name, ipc, init), cfg, seed=seed, device=CPU,
-                                precision="fp32")
+    return DistributionMatching(data, DistillTask(data.name, ipc, init), cfg, RunContext(seed, CPU, "fp32"))
 
 
 def test_registered():
-    assert METHODS["dm"] is DistributionMatching
+    assert METHODS["dm"].distiller is DistributionMatching
 
 
 def test_dm_loss_known_answer():
@@ -105,7 +105,7 @@ def test_distill_saves_and_reuses(tmp_path, monkeypatch):
     data = fake_dataset("CIFAR10", 2, (3, 32, 32), 6)
     task = DistillTask("CIFAR10", 2, "real")
     config = DistributionMatchingConfig(iterations=3, real_batch=4, architecture="ConvNetW16", checkpoint_every=2)
-    kwargs = {"results_dir": tmp_path / "results", "profile": "test", "seed": 0, "device": CPU, "precision": "fp32"}
+    kwargs = {"results_dir": tmp_path / "results", "profile": "test", "context": RunContext(0, CPU, "fp32")}
     result, reused = distill("dm", data, task, config, **kwargs)
     assert not reused and result.lr is None
     assert result.images.shape == (4, 3, 32, 32) and result.labels.tolist() == [0, 0, 1, 1]

@@ -50,7 +50,7 @@ def test_evaluations_are_listed_as_the_studies_run_them():
 def test_a_configuration_the_real_run_would_reject_is_reported():
     """The ZCA of 128 px MHIST images (49,152 values) is what crashed notebook 05 after an hour."""
     zca = {ipc: TrajectoryMatchingConfig.paper_settings(10, zca=True) for ipc in (10, 50)}
-    broken = replace(PAPER, mhist=replace(PAPER.mhist, mtt=zca))
+    broken = replace(PAPER, mhist=replace(PAPER.mhist, methods={**PAPER.mhist.methods, "mtt": zca}))
     table = dry_run.dry_run(broken, CPU, notebooks=("05",))
     failed = table[table["check"] != "ok"]
     assert set(failed["unit"]) == {f"mtt MHIST ipc{ipc} {init}" for ipc in (10, 50) for init in ("real", "noise")}

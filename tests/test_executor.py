@@ -17,12 +17,13 @@ import pytest
 import torch
 
 from utils import study
+from utils.distill import find_synthetic
 from utils.distill.experts import prepare_experts
 from utils.distill.trajectory_matching import EXPERT_SEED
 from utils.executor import LOCAL, RayExecutor, _RayPool, get_executor
 from utils.notebook import start
 from utils.results import read_table
-from utils.synthetic import SyntheticSet, find_synthetic
+from utils.synthetic import SyntheticSet
 
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
 TIMING = ("time", "memory")   # columns that measure the machine, not the result
@@ -67,9 +68,9 @@ def _study(notebook: str, executor, out, data_root, fresh: bool = True) -> pd.Da
     run.executor = executor
     if notebook.startswith("06"):
         for name in run.profile.study.datasets:
-            prepare_experts(run.load(name), run.profile.method_config("mtt", name, 1).expert_config(), seed=EXPERT_SEED,
-                            device=run.device, precision=run.precision, executor=executor)
-        return study.distillation_study(run, "mtt", notebook, variants=("dsa",))
+            prepare_experts(run.load(name), run.profile.method_config("mtt", name, 1).expert_config(),
+                            run.context.with_seed(EXPERT_SEED), executor)
+        return study.distillation_study(run, "mtt", notebook)
     return study.distillation_study(run, "gm", notebook)
 
 
@@ -135,7 +136,7 @@ def test_a_restarted_study_submits_only_the_missing_units(local_02, ray_executor
 
     def counting(self, fn, *args, **kwargs):
         submitted.append(fn.__name__)
-        submit(self, fn, *args, **kwargs)
+        return submit(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(_RayPool, "submit", counting)
     again = _study("02_gradient_matching", ray_executor, tmp_path / "out", data_root, fresh=False)
@@ -179,19 +180,25 @@ def test_ray_study_equals_the_in_process_study_02_when_a_node_is_lost(local_02, 
     assert read_table(tmp_path / "tables" / "02_gradient_matching.csv")["ipc"].tolist() == table["ipc"].tolist()
 
 
-def test_a_unit_lost_more_often_than_allowed_is_named(caplog):
+def test_a_unit_lost_more_often_than_allowed_is_named(caplog, monkeypatch):
     """After `max_retries` resubmissions the driver gives up, naming the unit (no cluster needed)."""
-    executor = SimpleNamespace(max_retries=1, portable=lambda value: value,
-                               task=SimpleNamespace(remote=lambda *args, **kwargs: object()))
+    launched = []
+    executor = SimpleNamespace(max_retries=1, task_argument=lambda value: value,
+                               task=SimpleNamespace(remote=lambda *args, **kwargs: launched.append(args) or object()))
+    losses = iter([ray.exceptions.WorkerCrashedError(), ray.exceptions.NodeDiedError("node")])
+
+    def lost(ref):
+        raise next(losses)
+
+    monkeypatch.setattr(ray, "get", lost)
     pool = _RayPool(executor, "gm study", "unit")
-    pool.submit(len, [1, 2])
-    [task] = pool.pending.values()
-    with caplog.at_level(logging.WARNING, logger="utils.executor"):
-        pool._retry(task, ray.exceptions.WorkerCrashedError())
+    handle = pool.submit(len, [1, 2])
+    with caplog.at_level(logging.WARNING, logger="utils.executor"), \
+            pytest.raises(RuntimeError, match=r"gm study: unit 1 \(len\) was lost 2 times \(NodeDiedError\)"):
+        handle.result()
     assert "gm study: unit 1 (len) lost its worker or node (WorkerCrashedError); retrying it, attempt 2 of 2" \
         in caplog.text
-    with pytest.raises(RuntimeError, match=r"gm study: unit 1 \(len\) was lost 2 times \(NodeDiedError\)"):
-        pool._retry(task, ray.exceptions.NodeDiedError("node"))
+    assert len(launched) == 2
     pool.bar.close()
 
 

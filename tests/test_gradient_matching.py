@@ -10,11 +10,12 @@ import torch.nn.functional as F
 
 import utility
 from networks import get_network
+from utility import RunContext
 from utils.data import Dataset
-from utils.distill import METHODS, DistillTask, GradientMatchingConfig, distill
+from utils.distill import METHODS, DistillTask, GradientMatchingConfig, distill, find_synthetic
 from utils.distill.base import PeakMemory, checkpoint_path, method_config, run_distillation
 from utils.distill.gradient_matching import GradientMatching, gradient_distance
-from utils.synthetic import SyntheticSet, find_synthetic, parse_synthetic_name, synthetic_path
+from utils.synthetic import SyntheticSet, parse_synthetic_name, synthetic_path
 
 CPU = torch.device("cpu")
 FAST = dict(real_batch=8, loops=((1, 1, 1),), architecture="ConvNetD1W32", checkpoint_every=1)
@@ -84,7 +85,7 @@ def test_unknown_distance_is_an_error(fake):
         gradient_distance(_grads(), _grads(), "l1")
     config = GradientMatchingConfig(distance="l1", **FAST)
     with pytest.raises(ValueError, match="layerwise"):
-        GradientMatching(fake, DistillTask("CIFAR10", 1, "noise"), config, seed=0, device=CPU, precision="fp32")
+        GradientMatching(fake, DistillTask("CIFAR10", 1, "noise"), config, RunContext(0, CPU, "fp32"))
 
 
 # ---------------------------------------------------------------------------------------------- loops_for
@@ -116,7 +117,7 @@ def test_task_validation():
 def test_matching_loss_falls_and_images_move(fake):
     torch.manual_seed(0)
     config = GradientMatchingConfig(real_batch=8, loops=((1, 1, 1),), architecture="ConvNetW32")
-    gm = GradientMatching(fake, DistillTask("CIFAR10", 1, "noise"), config, seed=0, device=CPU, precision="fp32")
+    gm = GradientMatching(fake, DistillTask("CIFAR10", 1, "noise"), config, RunContext(0, CPU, "fp32"))
     start = gm.images.detach().clone()
     losses = [gm.step() for _ in range(20)]
     assert all(torch.isfinite(torch.tensor(losses)))
@@ -129,7 +130,7 @@ def test_matching_loss_falls_and_images_move(fake):
 
 def test_real_init_starts_from_training_images(fake):
     config = GradientMatchingConfig(**{**FAST, "loops": ((2, 1, 1),)})
-    gm = GradientMatching(fake, DistillTask("CIFAR10", 2, "real"), config, seed=0, device=CPU, precision="fp32")
+    gm = GradientMatching(fake, DistillTask("CIFAR10", 2, "real"), config, RunContext(0, CPU, "fp32"))
     images = gm.images.detach()
     for image, label in zip(images, gm.labels):
         matches = (fake.x_train == image).flatten(1).all(1).nonzero().flatten()
@@ -138,7 +139,7 @@ def test_real_init_starts_from_training_images(fake):
 
 def test_ipc_larger_than_real_batch(fake):
     config = GradientMatchingConfig(real_batch=4, loops=((5, 1, 1),), architecture="ConvNetD1W32")
-    gm = GradientMatching(fake, DistillTask("CIFAR10", 5, "noise"), config, seed=0, device=CPU, precision="fp32")
+    gm = GradientMatching(fake, DistillTask("CIFAR10", 5, "noise"), config, RunContext(0, CPU, "fp32"))
     assert torch.isfinite(torch.tensor(gm.step()))
 
 
@@ -149,7 +150,7 @@ def test_distill_saves_reuses_and_recomputes(fake, tmp_path, tmp_cache):
     results = tmp_path / "results"
     task = DistillTask("CIFAR10", 1, "noise")
     config = GradientMatchingConfig(iterations=3, **FAST)
-    kwargs = dict(results_dir=results, profile="smoke", seed=0, device=CPU, precision="fp32")
+    kwargs = dict(results_dir=results, profile="smoke", context=RunContext(0, CPU, "fp32"))
 
     first, reused = distill("gm", fake, task, config, **kwargs)
     path = results / "synthetic" / "gm_CIFAR10_ipc1_noise.pt"
@@ -177,12 +178,12 @@ def test_distill_saves_reuses_and_recomputes(fake, tmp_path, tmp_cache):
     changed, reused = distill("gm", fake, task, longer, **kwargs)
     assert not reused and changed.config["iterations_done"] == 4
     assert SyntheticSet.load(path).config["iterations_done"] == 4, "the recomputed set replaces the old file"
-    _, reused = distill("gm", fake, task, longer, **{**kwargs, "seed": 1})
+    _, reused = distill("gm", fake, task, longer, **{**kwargs, "context": RunContext(1, CPU, "fp32")})
     assert not reused, "a different seed must not reuse the saved set"
 
 
 def test_distill_rejects_mismatches(fake, tmp_path, tmp_cache):
-    kwargs = dict(results_dir=tmp_path, profile="smoke", seed=0, device=CPU, precision="fp32")
+    kwargs = dict(results_dir=tmp_path, profile="smoke", context=RunContext(0, CPU, "fp32"))
     config = GradientMatchingConfig(iterations=1, **FAST)
     with pytest.raises(ValueError, match="MNIST"):
         distill("gm", fake, DistillTask("MNIST", 1, "noise"), config, **kwargs)
@@ -226,7 +227,7 @@ def test_interrupted_run_resumes_from_checkpoint(fake, tmp_cache):
     config = GradientMatchingConfig(iterations=5, **FAST)
 
     def make(fail_at=None):
-        return Wrapped(GradientMatching(fake, task, config, seed=0, device=CPU, precision="fp32"), fail_at)
+        return Wrapped(GradientMatching(fake, task, config, RunContext(0, CPU, "fp32")), fail_at)
 
     def run(distiller, run_config):
         return run_distillation(distiller, iterations=5, config=run_config, data=fake, checkpoint_every=1,
@@ -287,7 +288,7 @@ def test_outer_iteration_equals_a_naive_reference(fake):
     ipc, classes, outer_loop, inner_loop, lr_img, lr_net = 2, 3, 2, 2, 0.1, 0.01
     config = GradientMatchingConfig(real_batch=8, loops=((ipc, outer_loop, inner_loop),), architecture="ConvNetD1W32",
                                     dsa=False, batch_train=4, lr_img=lr_img, lr_net=lr_net)
-    gm = GradientMatching(fake, DistillTask("CIFAR10", ipc, "real"), config, seed=3, device=CPU, precision="fp32")
+    gm = GradientMatching(fake, DistillTask("CIFAR10", ipc, "real"), config, RunContext(3, CPU, "fp32"))
     generator = torch.Generator()
     generator.set_state(gm.device_generator.get_state())
     start = gm.images.detach().clone()
@@ -332,7 +333,7 @@ def test_sets_saved_by_an_earlier_implementation_are_not_reused(fake, tmp_path, 
     `implementation` number and are distilled again rather than reused silently."""
     from utils.distill import IMPLEMENTATION_VERSION
 
-    kwargs = dict(results_dir=tmp_path, profile="smoke", seed=0, device=CPU, precision="fp32")
+    kwargs = dict(results_dir=tmp_path, profile="smoke", context=RunContext(0, CPU, "fp32"))
     task, config = DistillTask("CIFAR10", 1, "noise"), GradientMatchingConfig(iterations=1, **FAST)
     first, _ = distill("gm", fake, task, config, **kwargs)
     assert first.config["implementation"] == IMPLEMENTATION_VERSION

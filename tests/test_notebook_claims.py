@@ -63,16 +63,9 @@ def broken_claims(path, profile: Profile) -> list[str]:
             for match in re.finditer(claim.pattern, sentence, flags=re.IGNORECASE) if not claim.holds(run, match)]
 
 
-# 02's evaluation paragraph says "with and without DSA" while `cpu` evaluates with DSA only; issue 22 rewrites 02.
-# Strict: once it is fixed this case passes and pytest says so, and the mark goes.
-PENDING = {("02", "cpu"): "issue 22: 02 says 'with and without DSA', the cpu profile evaluates with DSA only"}
-
-
 @pytest.mark.parametrize("profile", REPORTED)
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name[:2])
-def test_notebook_markdown_claims_only_what_the_profile_runs(path, profile, request):
-    if (path.name[:2], profile) in PENDING:
-        request.applymarker(pytest.mark.xfail(reason=PENDING[path.name[:2], profile], strict=True))
+def test_notebook_markdown_claims_only_what_the_profile_runs(path, profile):
     assert not broken_claims(path, PROFILES[profile])
 
 

@@ -13,11 +13,11 @@ import torch
 
 from utility import hardware_name
 from utils import pipeline
-from utils.distill import METHODS, DistributionMatchingConfig
+from utils.distill import METHODS, DistributionMatchingConfig, find_synthetic
 from utils.paths import RESULTS_DIR
 from utils.profiles import PROFILES, SMOKE, get_profile
 from utils.results import read_metadata, read_sidecar, read_table
-from utils.synthetic import SyntheticSet, find_synthetic
+from utils.synthetic import SyntheticSet
 
 EXPECTED_TABLES = ["01_baseline", "02_gradient_matching", "02_training_cost", "03_cross_architecture",
                    "04_nas_candidates", "04_nas_rank_agreement", "05_mhist", "06_expert_buffers",
@@ -153,8 +153,8 @@ def test_every_profile_configures_every_method_for_its_study(name):
 
 
 def test_a_method_budget_can_differ_per_dataset():
-    per_dataset = replace(SMOKE, dm={"MNIST": DistributionMatchingConfig(iterations=3),
-                                     "CIFAR10": {1: DistributionMatchingConfig(iterations=7)}})
+    per_dataset = replace(SMOKE, methods={**SMOKE.methods, "dm": {
+        "MNIST": DistributionMatchingConfig(iterations=3), "CIFAR10": {1: DistributionMatchingConfig(iterations=7)}}})
     assert per_dataset.method_config("dm", "MNIST", 1).iterations == 3
     assert per_dataset.method_config("dm", "CIFAR10", 1).iterations == 7
     with pytest.raises(ValueError, match="dataset='SVHN'; this profile has CIFAR10, MNIST"):

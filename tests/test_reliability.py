@@ -20,24 +20,19 @@ import torch
 from PIL import Image
 
 from tests.fakes import Counter, fake_dataset
-from utility import SyntheticEvaluation
+from utility import RunContext, SyntheticEvaluation
+from utils import digest
 from utils.comparison import gather, unevaluated_sets
 from utils.data import DatasetFormatError, DatasetNotFoundError, load_dataset
-from utils.distill import DistillTask, GradientMatchingConfig, distill
-from utils.distill import base as distill_base
-from utils.distill.base import (
-    PeakMemory,
-    checkpoint_path,
-    data_digest,
-    distill_or_load,
-    run_distillation,
-    tensor_digest,
-)
-from utils.distill.experts import ExpertConfig, expert_dir, load_or_train_experts, zca_whiten
+from utils.digest import data_digest, tensor_digest
+from utils.distill import DistillTask, GradientMatchingConfig, distill, find_synthetic, load_synthetic
+from utils.distill.base import PeakMemory, checkpoint_path, distill_or_load, run_distillation
+from utils.distill.experts import ExpertConfig, expert_dir, load_or_train_experts
 from utils.paths import CacheWarning
 from utils.results import ResultWriter
 from utils.study import evaluate_cached
-from utils.synthetic import SyntheticSet, UnreadableSetError, find_synthetic, synthetic_path
+from utils.synthetic import SyntheticSet, UnreadableSetError, synthetic_path
+from utils.zca import zca_whiten
 
 CPU = torch.device("cpu")
 
@@ -171,9 +166,9 @@ def test_a_crafted_pickle_is_refused_by_every_loader_and_nothing_runs(tmp_path, 
         zca_whiten(dataclasses.replace(small, x_test=small.x_test + 1))
     data = fake_dataset("CIFAR10", 2, (3, 32, 32), per_class=2)
     expert = ExpertConfig(num_experts=1, epochs=1, dsa=False, architecture="ConvNetD1W32")
-    crafted(expert_dir(data, expert, seed=0, precision="fp32") / "expert_0.pt", marker)
+    crafted(expert_dir(data, expert, RunContext(0, CPU, "fp32")) / "expert_0.pt", marker)
     with pytest.warns(CacheWarning, match="expert_0.pt"):
-        assert len(load_or_train_experts(data, expert, seed=0, device=CPU, precision="fp32")[0]) == 2
+        assert len(load_or_train_experts(data, expert, RunContext(0, CPU, "fp32"))[0]) == 2
     assert not marker.exists(), "a crafted pickle ran code"
 
 
@@ -287,7 +282,7 @@ def test_failed_download_leaves_the_data_root_untouched(tmp_path, tmp_cache, mon
 
 def test_reuse_keys_include_the_data_digest_and_device_class(tmp_path, tmp_cache):
     config = GradientMatchingConfig(iterations=1, real_batch=4, loops=((1, 1, 1),), architecture="ConvNetD1W32")
-    kwargs = dict(results_dir=tmp_path, profile="smoke", seed=0, device=CPU, precision="fp32")
+    kwargs = dict(results_dir=tmp_path, profile="smoke", context=RunContext(0, CPU, "fp32"))
     task = DistillTask("CIFAR10", 1, "noise")
     real = fake_dataset("CIFAR10", 3, (3, 32, 32), per_class=4, seed=0)
     first, _ = distill("gm", real, task, config, **kwargs)
@@ -306,8 +301,8 @@ def test_reuse_keys_include_the_data_digest_and_device_class(tmp_path, tmp_cache
 def test_data_digest_is_computed_once_per_dataset(monkeypatch):
     data = fake_dataset("CIFAR10", 2, (3, 8, 8), per_class=3)
     calls = []
-    real_sha = distill_base.hashlib.sha256
-    monkeypatch.setattr(distill_base.hashlib, "sha256", lambda *a: calls.append(1) or real_sha(*a))
+    real_sha = digest.hashlib.sha256
+    monkeypatch.setattr(digest.hashlib, "sha256", lambda *a: calls.append(1) or real_sha(*a))
     first = data_digest(data)
     assert data_digest(data) == first and tensor_digest(data.x_train, data.y_train) == first
     assert len(calls) == 1
@@ -355,7 +350,7 @@ def test_truncated_saved_set_is_rebuilt_when_reused_and_named_when_read(tmp_path
     small_set().save(path)
     truncate(path)
     with pytest.raises(UnreadableSetError) as err:
-        SyntheticSet.load(path)
+        load_synthetic(path)
     for text in (str(path), "python -m utils.pipeline", "--only 06"):
         assert text in str(err.value)
     with pytest.warns(CacheWarning, match=str(path)):

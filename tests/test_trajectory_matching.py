@@ -11,9 +11,11 @@ from fakes import fake_dataset
 from torch.func import functional_call
 
 import utils.distill.experts as experts
+import utils.zca as zca
+from utility import RunContext
 from utils.data import Dataset
 from utils.distill import METHODS, DistillTask, TrajectoryMatchingConfig, distill
-from utils.distill.experts import ExpertConfig, buffer_size_mib, expert_dir, load_or_train_experts, zca_whiten
+from utils.distill.experts import ExpertConfig, buffer_size_mib, expert_dir, load_or_train_experts
 from utils.distill.trajectory_matching import (
     MIN_LR,
     PAPER_SETTINGS,
@@ -23,8 +25,10 @@ from utils.distill.trajectory_matching import (
 )
 from utils.profiles import PAPER
 from utils.synthetic import SyntheticSet, synthetic_path
+from utils.zca import zca_whiten
 
 CPU = torch.device("cpu")
+FIVE = RunContext(5, CPU, "fp32")   # experts trained with seed 5
 # one expert, one start epoch, no augmentation: a step is a deterministic function of the images
 TINY = {"syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 1, "lr_img": 100.0, "lr_lr": 1e-12,
         "lr_teacher": 0.003, "num_experts": 1, "dsa": False, "architecture": "ConvNetW8"}
@@ -37,12 +41,13 @@ def private_cache(tmp_path, monkeypatch):
 
 def make(data: Dataset, ipc: int = 2, seed: int = 0, **overrides) -> TrajectoryMatching:
     config = TrajectoryMatchingConfig(**{**TINY, **overrides})
-    return TrajectoryMatching(data, DistillTask(data.name, ipc, "real"), config, seed=seed, device=CPU,
-                              precision="fp32")
+    context = RunContext(seed, CPU, "fp32")
+    return TrajectoryMatching(data, DistillTask(data.name, ipc, "real"), config, context,
+                              **METHODS["mtt"].inputs(data, config, context))
 
 
 def test_registered():
-    assert METHODS["mtt"] is TrajectoryMatching
+    assert METHODS["mtt"].distiller is TrajectoryMatching
 
 
 def test_paper_profile_uses_the_paper_settings_of_each_ipc():
@@ -61,7 +66,7 @@ def test_mhist_paper_settings_whiten_nothing_at_128_px():
     for ipc in mhist.ipcs:
         config = mhist.method_config("mtt", ipc)
         assert not config.zca and config.architecture == mhist.architecture
-        assert 3 * mhist.im_size ** 2 > experts.ZCA_MAX_DIM
+        assert 3 * mhist.im_size ** 2 > zca.ZCA_MAX_DIM
 
 
 def test_config_validation():
@@ -134,26 +139,24 @@ def test_expert_buffers_are_cached(monkeypatch):
     real_train = experts.train_expert
 
     def counting(*args, **kwargs):
-        calls.append(kwargs["seed"])
+        calls.append(args[2].seed)
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(experts, "train_expert", counting)
     config = ExpertConfig(num_experts=2, epochs=2, architecture="ConvNetW8")
-    first = load_or_train_experts(data, config, seed=5, device=CPU, precision="fp32")
+    first = load_or_train_experts(data, config, FIVE)
     assert calls == [5, 6]
     assert len(first) == 2 and len(first[0]) == 3
     assert not torch.equal(first[0][0], first[0][-1]) and not torch.equal(first[0][-1], first[1][-1])
-    again = load_or_train_experts(data, config, seed=5, device=CPU, precision="fp32")
+    again = load_or_train_experts(data, config, FIVE)
     assert calls == [5, 6]
     assert all(torch.equal(a, b) for ta, tb in zip(first, again, strict=True) for a, b in zip(ta, tb, strict=True))
-    folder = expert_dir(data, config, seed=5, precision="fp32")
+    folder = expert_dir(data, config, FIVE)
     on_disk = sum(p.stat().st_size for p in folder.glob("expert_*.pt")) / 2**20
-    assert buffer_size_mib(data, config, seed=5, precision="fp32") == pytest.approx(on_disk) and on_disk > 0
-    load_or_train_experts(data, ExpertConfig(num_experts=3, epochs=2, architecture="ConvNetW8"), seed=5,
-                          device=CPU, precision="fp32")
+    assert buffer_size_mib(data, config, FIVE) == pytest.approx(on_disk) and on_disk > 0
+    load_or_train_experts(data, ExpertConfig(num_experts=3, epochs=2, architecture="ConvNetW8"), FIVE)
     assert calls == [5, 6, 7]  # only the new expert
-    load_or_train_experts(data, ExpertConfig(num_experts=1, epochs=3, architecture="ConvNetW8"), seed=5,
-                          device=CPU, precision="fp32")
+    load_or_train_experts(data, ExpertConfig(num_experts=1, epochs=3, architecture="ConvNetW8"), FIVE)
     assert calls == [5, 6, 7, 5]  # another configuration trains anew
 
 
@@ -208,7 +211,7 @@ def test_distill_round_trip_keeps_the_learned_lr(tmp_path):
     data = fake_dataset("CIFAR10", 2, (3, 32, 32), 8)
     task = DistillTask("CIFAR10", 1, "real")
     config = TrajectoryMatchingConfig(**{**TINY, "lr_lr": 1e-5, "dsa": True}, iterations=3, checkpoint_every=2)
-    kwargs = {"results_dir": tmp_path / "results", "profile": "test", "seed": 0, "device": CPU, "precision": "fp32"}
+    kwargs = {"results_dir": tmp_path / "results", "profile": "test", "context": RunContext(0, CPU, "fp32")}
     result, reused = distill("mtt", data, task, config, **kwargs)
     assert not reused and isinstance(result.lr, float)
     assert result.lr != TINY["lr_teacher"] and result.lr >= MIN_LR
@@ -281,8 +284,8 @@ def test_matching_gradients_agree_with_finite_differences():
 def test_zca_is_computed_once_per_dataset(monkeypatch):
     data = fake_dataset("MNIST", 2, (1, 4, 4), 50)
     calls = []
-    real_whiten = experts._whiten
-    monkeypatch.setattr(experts, "_whiten", lambda *args: calls.append(1) or real_whiten(*args))
+    real_whiten = zca._whiten
+    monkeypatch.setattr(zca, "_whiten", lambda *args: calls.append(1) or real_whiten(*args))
     first, again = zca_whiten(data), zca_whiten(data)
     assert again is first and len(calls) == 1
     shifted = Dataset("MNIST", data.x_train, data.y_train, data.x_test, data.y_test, data.classes, [0.0], [0.1])
@@ -293,6 +296,6 @@ def test_zca_is_computed_once_per_dataset(monkeypatch):
 def test_expert_buffers_are_keyed_by_device_class():
     data = fake_dataset("MNIST", 2, (1, 8, 8), 4)
     config = ExpertConfig(num_experts=1, epochs=1, architecture="ConvNetD1W8")
-    on_cpu = expert_dir(data, config, seed=0, precision="fp32", device=CPU)
-    assert on_cpu != expert_dir(data, config, seed=0, precision="fp32", device=torch.device("cuda"))
-    assert on_cpu == expert_dir(data, config, seed=0, precision="fp32", device="cpu")
+    on_cpu = expert_dir(data, config, RunContext(0, CPU, "fp32"))
+    assert on_cpu != expert_dir(data, config, RunContext(0, torch.device("cuda"), "fp32"))
+    assert on_cpu == expert_dir(data, config, RunContext(0, "cpu", "fp32"))

@@ -12,12 +12,13 @@ import pandas as pd
 import torch
 
 from utility import hardware_name
-from utils.distill import METHOD_LABELS
+from utils.distill import METHODS, find_synthetic
 from utils.results import atomic_write, code_commit, display_frame, mean_std, read_metadata, read_table, std_column
 from utils.study import FLOOR
-from utils.synthetic import find_synthetic, parse_synthetic_name
+from utils.synthetic import parse_synthetic_name
 
-STUDY_TABLES = ("02_gradient_matching", "06_trajectory_matching", "07_distribution_matching", "05_mhist")
+# every method notebook's table (in notebook order), then MHIST's
+STUDY_TABLES = (*sorted(record.notebook for record in METHODS.values()), "05_mhist")
 # ConvNet, 10 images per class, as published (DC: ICLR 2021; DSA: ICML 2021; DM: WACV 2023; MTT: CVPR 2022).
 PUBLISHED = [
     ("MNIST", "DC (gradient matching)", 97.4), ("MNIST", "DSA (gradient matching + DSA)", 97.8),
@@ -45,22 +46,20 @@ class CourseNumber:
 
 
 # The course report's accuracies of ConvNets trained with DSA on its ipc-10 distilled sets, as printed there:
-# (notebook, method key, dataset, init, accuracy %, its table). Where two of its tables give a row, both are here.
+# (method key, dataset, init, accuracy %, its table). Where two of its tables give a row, both are here.
 COURSE_DISTILLED = (
-    ("02", "gm", "MNIST", "real", 94.39, "Tables 2 and 6, the higher"),
-    ("02", "gm", "MNIST", "noise", 94.07, "Tables 2 and 6, the higher"),
-    ("02", "gm", "CIFAR10", "real", 39.19, "Tables 2 and 6, the higher"),
-    ("02", "gm", "CIFAR10", "noise", 35.37, "Table 2"),
-    ("02", "gm", "CIFAR10", "noise", 36.39, "Table 6"),
-    ("07", "dm", "MNIST", "real", 94.68, "Tables 7 and 8, the higher"),
-    ("07", "dm", "MNIST", "noise", 94.27, "Tables 7 and 8, the higher"),
-    ("07", "dm", "CIFAR10", "real", 44.01, "Tables 7 and 8, the higher"),
-    ("07", "dm", "CIFAR10", "noise", 43.55, "Tables 7 and 8, the higher"),
-    ("06", "mtt", "CIFAR10", "real", 45.75, "Table 6"),
-    ("06", "mtt", "CIFAR10", "noise", 35.97, "Table 6"),
+    ("gm", "MNIST", "real", 94.39, "Tables 2 and 6, the higher"),
+    ("gm", "MNIST", "noise", 94.07, "Tables 2 and 6, the higher"),
+    ("gm", "CIFAR10", "real", 39.19, "Tables 2 and 6, the higher"),
+    ("gm", "CIFAR10", "noise", 35.37, "Table 2"),
+    ("gm", "CIFAR10", "noise", 36.39, "Table 6"),
+    ("dm", "MNIST", "real", 94.68, "Tables 7 and 8, the higher"),
+    ("dm", "MNIST", "noise", 94.27, "Tables 7 and 8, the higher"),
+    ("dm", "CIFAR10", "real", 44.01, "Tables 7 and 8, the higher"),
+    ("dm", "CIFAR10", "noise", 43.55, "Tables 7 and 8, the higher"),
+    ("mtt", "CIFAR10", "real", 45.75, "Table 6"),
+    ("mtt", "CIFAR10", "noise", 35.97, "Table 6"),
 )
-_METHOD_WORDS = {"gm": "gradient matching", "dm": "distribution matching", "mtt": "trajectory matching"}
-STUDY_OF_METHOD = {"gm": "02_gradient_matching", "dm": "07_distribution_matching", "mtt": "06_trajectory_matching"}
 
 # Every number this repository quotes from the course report, in one place (GPU, ConvNet unless named). `source` is
 # its table where issue 26 names it (the distilled sets), else the experiment.
@@ -91,10 +90,10 @@ COURSE_NUMBERS = (
                    "full-data accuracy (%)" if side == "full data" else "distilled accuracy (%)")
       for side, values in (("full data", (98.11, 98.79, 99.26)), ("the distilled set", (83.81, 91.27, 94.67)))
       for depth, value in zip((1, 2, 4), values)),
-    *(CourseNumber(notebook, f"{dataset}, {_METHOD_WORDS[method]}, ipc 10, {init} init", value, "%", source,
-                   STUDY_OF_METHOD[method], (("dataset", dataset), ("ipc", "10"), ("init", init)),
+    *(CourseNumber(METHODS[method].number, f"{dataset}, {METHODS[method].label}, ipc 10, {init} init", value, "%",
+                   source, METHODS[method].notebook, (("dataset", dataset), ("ipc", "10"), ("init", init)),
                    "accuracy with DSA (%)")
-      for notebook, method, dataset, init, value, source in COURSE_DISTILLED),
+      for method, dataset, init, value, source in COURSE_DISTILLED),
 )
 # Every study evaluates with DSA, so that accuracy is the common column; the others are empty where not measured.
 PLAIN = "accuracy (%)"
@@ -102,15 +101,16 @@ SCORES = ["accuracy with DSA (%)", "balanced accuracy with DSA (%)", "accuracy w
 COLUMNS = ["method", "dataset", "ipc", "init", *(c for score in SCORES for c in (score, std_column(score))),
            "models", "iterations", "distillation time (s)", "peak memory (MiB)"]
 
-# The targets (issues 10 and 26; ConvNet, 10 images per class, test accuracy % of networks trained on the set with
-# DSA): the higher of the course report's numbers for the row (`COURSE_DISTILLED`), and for MNIST trajectory
-# matching, which the course report has no number for, the issues' own: (dataset, method key, init, target, source).
+
 def course_target(dataset: str, method: str, init: str) -> tuple[float, str]:
     """The higher of the course report's numbers for one row of `COURSE_DISTILLED`, with its table."""
-    return max((value, source) for _, m, d, i, value, source in COURSE_DISTILLED
+    return max((value, source) for m, d, i, value, source in COURSE_DISTILLED
                if (d, m, i) == (dataset, method, init))
 
 
+# The targets (issues 10 and 26; ConvNet, 10 images per class, test accuracy % of networks trained on the set with
+# DSA): the higher of the course report's numbers for the row (`COURSE_DISTILLED`), and for MNIST trajectory
+# matching, which the course report has no number for, the issues' own: (dataset, method key, init, target, source).
 ACCURACY_TARGETS = (
     *((dataset, method, init, *course_target(dataset, method, init))
       for dataset in ("MNIST", "CIFAR10") for method in ("gm", "dm", "mtt") for init in ("real", "noise")
@@ -155,7 +155,7 @@ def gather(results_dir: str | Path, profile: str | None = None) -> pd.DataFrame:
 
 def distilled_only(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of distilled sets (not the random-real, majority-class or full-data references)."""
-    return table[table["method"].isin(METHOD_LABELS.values())]
+    return table[table["method"].isin([record.label for record in METHODS.values()])]
 
 
 def score_column(rows: pd.DataFrame) -> str:
@@ -205,7 +205,7 @@ def unevaluated_sets(results_dir: str | Path, table: pd.DataFrame) -> list[str]:
     unreported = []
     for path in find_synthetic(results_dir):
         info = parse_synthetic_name(path)
-        if (METHOD_LABELS[info["method"]], info["dataset"], str(info["ipc"]), info["init"]) not in reported:
+        if (METHODS[info["method"]].label, info["dataset"], str(info["ipc"]), info["init"]) not in reported:
             unreported.append(path.name)
     return unreported
 
@@ -250,7 +250,7 @@ def targets_table(table: pd.DataFrame, profile: str, curves: pd.DataFrame | None
     ipc = table["ipc"].astype(str)
     rows = []
     for dataset, method, init, target, source in ACCURACY_TARGETS:
-        label = METHOD_LABELS[method]
+        label = METHODS[method].label
         found = table[(table["method"] == label) & (table["dataset"] == dataset) & (ipc == "10")
                       & (table["init"] == init)]
         cell = mean_std(found.iloc[0], "accuracy with DSA (%)") if len(found) else None

@@ -9,11 +9,11 @@ import torch
 
 from utility import SyntheticEvaluation
 from utils.data import Dataset, stratified_subset
-from utils.distill import METHOD_LABELS
-from utils.executor import derive
+from utils.distill import METHODS, find_synthetic, load_synthetic
 from utils.notebook import NotebookRun
+from utils.recipe import derive
 from utils.study import evaluation_data, submit_evaluation
-from utils.synthetic import SyntheticSet, find_synthetic, parse_synthetic_name, random_real_subset
+from utils.synthetic import parse_synthetic_name, random_real_subset
 
 
 @dataclass
@@ -48,8 +48,8 @@ def transfer_sets(run: NotebookRun) -> list[TrainingSet]:
                         *random_real_subset(datasets[name], ipc, torch.Generator().manual_seed(run.seed)))
             for name, ipc in sorted({(i["dataset"], i["ipc"]) for _, i in chosen})]
     for path, info in chosen:
-        synthetic = SyntheticSet.load(path)
-        sets.append(TrainingSet(f"{METHOD_LABELS[info['method']]}, {info['dataset']}, ipc {info['ipc']}, "
+        synthetic = load_synthetic(path)
+        sets.append(TrainingSet(f"{METHODS[info['method']].label}, {info['dataset']}, ipc {info['ipc']}, "
                                 f"{info['init']} init", evaluation_data(synthetic, datasets[info["dataset"]]),
                                 synthetic.images, synthetic.labels, synthetic.lr))
     return sets
@@ -60,19 +60,18 @@ def transfer_table(run: NotebookRun) -> pd.DataFrame:
     '<arch> (%)' and its std column '<arch> std (%)'."""
     settings = run.profile.cross_arch
     sets = transfer_sets(run)
-    found: dict[tuple[int, str], SyntheticEvaluation] = {}
-
-    def record(k: int, arch: str, result: SyntheticEvaluation) -> None:
-        found[k, arch] = result
-        print(f"{sets[k].label} -> {arch}: {result.summary()}")
-
     with run.executor.pool("cross-architecture grid", unit="evaluation") as pool:
-        for k, s in enumerate(sets):
+        pending = {}
+        for k, training_set in enumerate(sets):
             for arch in settings.architectures:
                 epochs, lr = settings.budget(arch)
-                submit_evaluation(pool, run, s.x, s.y, s.data, dsa=False, architecture=arch, lr=lr or s.lr,
-                                  epochs=epochs, n_models=settings.n_models,
-                                  done=lambda result, k=k, arch=arch: record(k, arch, result))
+                pending[k, arch] = submit_evaluation(pool, run, training_set.x, training_set.y, training_set.data,
+                                                     dsa=False, architecture=arch, lr=lr or training_set.lr,
+                                                     epochs=epochs, n_models=settings.n_models)
+        found: dict[tuple[int, str], SyntheticEvaluation] = {}
+        for (k, arch), evaluation in pending.items():
+            found[k, arch] = evaluation.result()
+            print(f"{sets[k].label} -> {arch}: {found[k, arch].summary()}")
     return pd.DataFrame([{"training set": s.label,
                           **{column: value for arch in settings.architectures
                              for column, value in ((f"{arch} (%)", round(100 * found[k, arch].mean(), 2)),

@@ -2,19 +2,19 @@
 
 `python -m utils.dry_run --profile paper` lists every distillation, expert buffer and training run of the profile
 (notebooks 01-07; 08 only reads) and checks each configuration the way the real run would use it: the network
-builds at the dataset's shapes (on the meta device, so nothing is allocated), GM has loops for the ipc, ZCA fits
-(`experts.ZCA_MAX_DIM`), DM's network has an embedding. With `--measure` it also runs one step of every distinct
-unit at full shapes on the chosen device (random images of the real shapes; MTT's experts replaced by random
-trajectories, since expert training is measured as its own training unit) and projects time and peak memory:
+builds at the dataset's shapes (on the meta device, so nothing is allocated), then each method's own pre-flight
+check (`Method.check`: GM has loops for the ipc, ZCA fits, DM's network has an embedding). With `--measure` it also
+runs one step of every distinct unit at full shapes on the chosen device (random images of the real shapes; a
+method's extra inputs replaced by its `Method.stand_ins`, e.g. MTT's experts by random trajectories, since expert
+training is measured as its own training unit) and projects time and peak memory:
 
 - a training unit (evaluation, baseline, expert, cross-architecture, NAS) is measured as a run of 1 and of
   1 + EXTRA_STEPS SGD steps at its batch size, with DSA where the real run uses it; the difference is the cost of
   a step and the rest the run's fixed cost (optimizer, scheduler, one sync per epoch), so a unit costs
   runs × (first step + (steps - 1) × step): on a GPU a step takes milliseconds and the fixed cost is not small;
-- a GM iteration is measured with one outer loop (its memory does not grow with the loops) and scaled by
-  `outer_loop`; a DM iteration is measured as it is;
-- an MTT iteration keeps the graph of all `syn_steps` student steps, so it is measured with 1 and 2 student steps
-  and extrapolated linearly to `syn_steps` (time and memory).
+- a distillation iteration is timed as its method's record says (`Method.timing`): GM with one outer loop (its
+  memory does not grow with the loops), scaled by `outer_loop`; DM as it is; MTT, whose graph keeps all
+  `syn_steps` student steps, with 1 and 2 student steps, extrapolated linearly to `syn_steps` (time and memory).
 
 A unit whose projected peak memory exceeds the device's memory (GPU: total memory; CPU: available RAM) is
 reported and the command exits non-zero, as the real run would fail there.
@@ -34,20 +34,17 @@ import pandas as pd
 import psutil
 import torch
 
-import utils.distill.trajectory_matching as trajectory_matching
 from networks import get_network
-from utility import get_device, resolve_precision, train
+from utility import RunContext, get_device, resolve_precision, train
 from utils.augment import DSA, strategy_for
 from utils.data import CLASS_NAMES, Dataset
 from utils.distill import METHODS, DistillTask
 from utils.distill.base import PeakMemory
-from utils.distill.experts import ZCA_MAX_DIM
 from utils.profiles import PROFILES, Profile
 from utils.study import VARIANT_LABELS, VARIANTS, curve_variant, floor_networks
 
 # channels, image side (None: the profile's MHIST resolution), training images of each dataset
 SHAPES = {"MNIST": (1, 28, 60000), "CIFAR10": (3, 32, 50000), "MHIST": (3, None, 2175)}
-NOTEBOOK_METHOD = {"02": "gm", "06": "mtt", "07": "dm"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +63,7 @@ class Unit:
     dsa: bool = False         # training units: trained with DSA augmentation
     method: str | None = None
     config: object = None
+    shared: bool = False      # trained once for every set that needs it (MTT's expert buffer)
 
     @property
     def shape(self) -> str:
@@ -84,14 +82,14 @@ def _train_units(notebook: str, what: str, dataset: str, side: int, architecture
 
 
 def _distillation(notebook: str, method: str, dataset: str, side: int, ipc: int, init: str, config) -> list[Unit]:
+    """A distillation and what its method trains before it (`Method.training`)."""
     units = [Unit(notebook, f"{method} {dataset} ipc{ipc} {init}", dataset, side, config.architecture, ipc,
                   steps=config.iterations, method=method, config=config)]
-    if method == "mtt":
-        experts = config.expert_config()
-        images = experts.train_images or SHAPES[dataset][2]
-        units.append(_train_units(notebook, f"mtt experts {dataset} ({experts.num_experts} x {experts.epochs} epochs)",
-                                  dataset, side, config.architecture, images, experts.num_experts, experts.epochs,
-                                  experts.batch_size, experts.dsa))
+    for runs in METHODS[method].training(config):
+        unit = _train_units(notebook, f"{method} {runs.name} {dataset} ({runs.detail})", dataset, side,
+                            config.architecture, runs.images or SHAPES[dataset][2], runs.runs, runs.epochs,
+                            runs.batch_size, runs.dsa)
+        units.append(replace(unit, shared=True))
     return units
 
 
@@ -108,29 +106,32 @@ def profile_units(profile: Profile) -> list[Unit]:
     for name in profile.baseline.datasets:
         units.append(_train_units("01", f"baseline {name}", name, _side(name, profile), "ConvNet",
                                   profile.baseline.train_images or SHAPES[name][2], 1, profile.baseline.epochs))
-    ev, study = profile.evaluation, profile.study
-    epochs = {"plain": ev.epochs, "dsa": ev.dsa_epochs}
-    floor_runs = floor_networks(ev.n_models, ev.floor_subsets)
-    for notebook, method in NOTEBOOK_METHOD.items():
-        # 02 evaluates each of its variants, 06/07 with DSA only; the floor is evaluated once (02), then cached
-        variants = study.variants if notebook == "02" else ("dsa",)
+    evaluation, study = profile.evaluation, profile.study
+    epochs = {"plain": evaluation.epochs, "dsa": evaluation.dsa_epochs}
+    floor_runs = floor_networks(evaluation.n_models, evaluation.floor_subsets)
+    curve_runs = evaluation.curve_points * evaluation.curve_models
+    floors_listed: set[tuple[str, int, str]] = set()   # the floor is evaluated once per variant, then cached
+    for record in sorted(METHODS.values(), key=lambda record: record.notebook):
+        notebook, method = record.number, record.key
+        variants = record.variants or study.variants
         curve = curve_variant(variants)
         curve_budget = ((epochs[curve], curve),)
         for name in study.datasets:
             side = _side(name, profile)
             for ipc in study.ipcs:
                 n = ipc * len(CLASS_NAMES[name])
-                if notebook == "02":
-                    units += _evaluations(notebook, f"random real {name} ipc{ipc}", name, side, "ConvNet", n,
-                                          floor_runs, tuple((epochs[v], v) for v in variants))
+                floor_variants = [v for v in variants if (name, ipc, v) not in floors_listed]
+                floors_listed |= {(name, ipc, v) for v in floor_variants}
+                units += _evaluations(notebook, f"random real {name} ipc{ipc}", name, side, "ConvNet", n,
+                                      floor_runs, tuple((epochs[v], v) for v in floor_variants))
                 for init in study.inits:
                     config = profile.method_config(method, name, ipc)
                     units += _distillation(notebook, method, name, side, ipc, init, config)
                     units += _evaluations(notebook, f"{method} {name} ipc{ipc} {init}", name, side, "ConvNet", n,
-                                          ev.n_models, tuple((epochs[v], v) for v in variants))
-                    if ev.curve_points:
+                                          evaluation.n_models, tuple((epochs[v], v) for v in variants))
+                    if evaluation.curve_points:
                         units += _evaluations(notebook, f"curve {method} {name} ipc{ipc} {init}", name, side,
-                                              "ConvNet", n, ev.curve_points * ev.curve_models, curve_budget)
+                                              "ConvNet", n, curve_runs, curve_budget)
     arch = profile.cross_arch
     for name in arch.datasets:
         for ipc in arch.ipcs:
@@ -154,24 +155,24 @@ def profile_units(profile: Profile) -> list[Unit]:
                               1, mhist.baseline_epochs))
     for ipc in mhist.ipcs:
         units += _evaluations("05", f"random real MHIST ipc{ipc}", "MHIST", mhist.im_size, mhist.architecture,
-                              2 * ipc, floor_networks(mhist.n_models, ev.floor_subsets),
+                              2 * ipc, floor_networks(mhist.n_models, evaluation.floor_subsets),
                               ((mhist.eval_epochs, "dsa"),))
         for method in METHODS:
             for init in mhist.inits:
                 units += _distillation("05", method, "MHIST", mhist.im_size, ipc, init,
                                        mhist.method_config(method, ipc))
                 units += _evaluations("05", f"{method} MHIST ipc{ipc} {init}", "MHIST", mhist.im_size,
-                                      mhist.architecture, 2 * ipc, mhist.n_models + ev.curve_points * ev.curve_models,
+                                      mhist.architecture, 2 * ipc, mhist.n_models + curve_runs,
                                       ((mhist.eval_epochs, "dsa"),))
     return _unique(units)
 
 
 def _unique(units: list[Unit]) -> list[Unit]:
-    """Drop repeated expert buffers: one per dataset and expert configuration, shared by every set."""
+    """Drop repeated shared units (expert buffers): one per dataset and configuration, shared by every set."""
     seen, kept = set(), []
     for unit in units:
         key = (unit.what, unit.architecture, unit.images, unit.runs, unit.steps)
-        if unit.what.startswith("mtt experts") and key in seen:
+        if unit.shared and key in seen:
             continue
         seen.add(key)
         kept.append(unit)
@@ -185,14 +186,10 @@ def check(unit: Unit) -> None:
         net = get_network(unit.architecture, channels, classes, unit.im_size)
     if unit.method is None:
         return
-    config, dim = unit.config, channels * unit.im_size ** 2
-    if unit.method == "gm":
-        config.loops_for(unit.images)
-    if unit.method == "dm" and not hasattr(net, "embed"):
-        raise ValueError(f"{unit.what}: architecture={unit.architecture!r} has no `embed`; DM needs a ConvNet")
-    if unit.method == "mtt" and config.zca and dim > ZCA_MAX_DIM:
-        raise ValueError(f"{unit.what}: ZCA on images of {dim} values needs a {dim} x {dim} covariance; at most "
-                         f"{ZCA_MAX_DIM} are supported. Use zca=False for this dataset")
+    try:
+        METHODS[unit.method].check(unit.config, unit.images, net, channels * unit.im_size ** 2)
+    except ValueError as err:
+        raise ValueError(f"{unit.what}: {err}") from err
 
 
 def _fake_data(unit: Unit, per_class: int) -> Dataset:
@@ -259,36 +256,22 @@ def _train_step(unit: Unit, device: torch.device, precision: str) -> tuple[float
     return first, step if step > 0 else longer / (1 + EXTRA_STEPS), peak
 
 
-def _random_experts(data: Dataset, config, **_) -> list[list[torch.Tensor]]:
-    net = get_network(config.architecture, data.channels, data.num_classes, data.im_size)
-    size = sum(p.numel() for p in net.parameters())
-    return [[torch.randn(size) * 0.01 for _ in range(config.epochs + 1)]]
-
-
 def _distill_step(unit: Unit, device: torch.device, precision: str) -> tuple[float, float, float]:
-    """Seconds of the first and of each further iteration (the same: a distillation has no fixed cost), peak MiB."""
+    """Seconds of the first and of each further iteration (the same: a distillation has no fixed cost), peak MiB:
+    each configuration of the method's `timing` is timed and weighted, never projected below the first."""
     per_class = max(unit.images, getattr(unit.config, "real_batch", 0)) + 1
     data = _fake_data(unit, per_class)
     task = DistillTask(unit.dataset, unit.images, "noise")
-    config, scale = unit.config, 1.0
-    if unit.method == "gm":
-        outer, inner = config.loops_for(unit.images)
-        config, scale = replace(config, loops=((unit.images, 1, inner),)), outer
-    if unit.method == "mtt":
-        config = replace(config, zca=False, num_experts=1)
-        saved, trajectory_matching.load_or_train_experts = trajectory_matching.load_or_train_experts, _random_experts
-        try:
-            one, two = (_measured(METHODS["mtt"](data, task, replace(config, syn_steps=s), seed=0, device=device,
-                                                 precision=precision).step, device) for s in (1, 2))
-        finally:
-            trajectory_matching.load_or_train_experts = saved
-        steps = unit.config.syn_steps
-        # never below the one-step measurement (allocator noise can make the two-step peak read lower)
-        seconds, peak = (max(a, a + (b - a) * (steps - 1)) for a, b in zip(one, two))
-        return seconds, seconds, peak
-    distiller = METHODS[unit.method](data, task, config, seed=0, device=device, precision=precision)
-    seconds, peak = _measured(distiller.step, device)
-    return seconds * scale, seconds * scale, peak
+    record = METHODS[unit.method]
+    context = RunContext(0, device, precision)
+    measured = []
+    for timed in record.timing(unit.config, unit.images):
+        distiller = record.distiller(data, task, timed.config, context, **record.stand_ins(data, timed.config))
+        measured.append((timed, *_measured(distiller.step, device)))
+    first_seconds, first_peak = measured[0][1:]
+    seconds = max(first_seconds, sum(timed.time_weight * s for timed, s, _ in measured))
+    peak = max(first_peak, sum(timed.memory_weight * m for timed, _, m in measured))
+    return seconds, seconds, peak
 
 
 def device_memory_mib(device: torch.device) -> float:

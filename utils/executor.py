@@ -2,26 +2,27 @@
 (`RayExecutor`).
 
 A unit is one function call whose result depends only on its arguments (every unit seeds itself): one
-distillation, one expert trajectory, one evaluation. Code that loops over units submits them to a pool and
-handles each result on the driver in a `done` callback (which writes `results/` and the cache, and may submit
-follow-up units); leaving the pool waits for every unit:
+distillation, one expert trajectory, one evaluation. Code that loops over units submits them to a pool, keeps
+the handles, and reads their results in the order it needs them; the driver then writes `results/` and the
+cache. Leaving the pool waits for every unit:
 
     with executor.pool("gm study", unit="unit") as pool:
-        pool.submit(fn, *args, done=callback, **kwargs)
+        handles = [pool.submit(fn, item) for item in items]
+        results = [handle.result() for handle in handles]
 
-`LocalExecutor` runs the units one after the other in submission order, exactly as a plain loop would. On Ray
-each unit is a task, one GPU when the run's device is CUDA, else one CPU; a unit whose worker or node is lost
-(or whose result was lost with its node) is submitted again by the driver, up to `MAX_RETRIES` times, with one
-log line each time. A dataset argument loaded by `NotebookRun.load` travels as its recipe (name, data root,
-subsets) and is loaded again from the data root on the worker's node, so the data root must be visible to
-every node; any other dataset travels through Ray's object store.
+`LocalExecutor` runs each unit when it is submitted, exactly as a plain loop would. On Ray each unit is a task,
+one GPU when the run's device is CUDA, else one CPU, and every submitted unit runs while the driver waits for the
+first result; a unit whose worker or node is lost (or whose result was lost with its node) is submitted again by
+the driver, up to `MAX_RETRIES` times, with one log line each time. A dataset argument loaded by
+`NotebookRun.load` travels as its recipe (name, data root, subsets) and is loaded again from the data root on the
+worker's node, so the data root must be visible to every node; any other dataset travels through Ray's object
+store.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ from typing import Any
 
 import torch
 
-from utils.data import Dataset, load_dataset, stratified_subset
+from utils.data import Dataset
 from utils.progress import progress
+from utils.recipe import DataRecipe, recipe_of
 
 EXECUTORS = ("local", "ray")
 MAX_RETRIES = 3
@@ -39,57 +41,19 @@ LOG = logging.getLogger(__name__)
 _FORWARDED_ENV = ("DD_CACHE_DIR", "DD_COMPILE", "DD_DATA_ROOT", "CUBLAS_WORKSPACE_CONFIG")
 
 
-@dataclass(frozen=True)
-class DataRecipe:
-    """How to rebuild a dataset on any node: load `name` from `root`, then apply `steps` in order
-    (`("test", n, seed)`: a stratified test subset of n images; `("zca",)`: ZCA whitening)."""
+class Handle:
+    """A submitted unit: `result()` waits for it (the first call counts it on its pool's progress bar)."""
 
-    name: str
-    root: str | None
-    im_size: int | None = None
-    steps: tuple[tuple, ...] = ()
+    def __init__(self, pool: Pool, fetch: Callable[[], Any]):
+        self.pool, self.fetch = pool, fetch
+        self.finished, self.value = False, None
 
-    def then(self, *step) -> DataRecipe:
-        """This recipe followed by one more step."""
-        return DataRecipe(self.name, self.root, self.im_size, (*self.steps, tuple(step)))
-
-    def build(self) -> Dataset:
-        """Load and transform the dataset (memoised per process: a worker loads each dataset once)."""
-        if self not in _LOADED:
-            data = load_dataset(self.name, self.root, self.im_size)
-            for step in self.steps:
-                if step[0] == "test":
-                    data.x_test, data.y_test = stratified_subset(data.x_test, data.y_test, step[1], step[2])
-                elif step[0] == "zca":
-                    from utils.distill.experts import zca_whiten
-
-                    data = zca_whiten(data)
-                else:
-                    raise ValueError(f"unknown data recipe step {step!r}; allowed: ('test', n, seed), ('zca',)")
-            if len(_LOADED) >= 2:
-                _LOADED.popitem(last=False)
-            _LOADED[self] = data
-        return _LOADED[self]
-
-
-_LOADED: OrderedDict[DataRecipe, Dataset] = OrderedDict()
-
-
-def set_recipe(data: Dataset, recipe: DataRecipe) -> Dataset:
-    """Record how `data` can be rebuilt from the data root; returns `data`."""
-    data._recipe = recipe
-    return data
-
-
-def derive(derived: Dataset, source: Dataset, *step) -> Dataset:
-    """Record that `derived` is `source` followed by `step` (when `source` has a recipe); returns `derived`."""
-    recipe = recipe_of(source)
-    return derived if recipe is None else set_recipe(derived, recipe.then(*step))
-
-
-def recipe_of(data: Dataset) -> DataRecipe | None:
-    """The recipe recorded for `data` (None for a dataset built in memory)."""
-    return getattr(data, "_recipe", None)
+    def result(self) -> Any:
+        """The unit's return value (an exception raised by the unit is raised here)."""
+        if not self.finished:
+            self.value, self.finished = self.fetch(), True
+            self.pool.bar.update(1)
+        return self.value
 
 
 class Pool:
@@ -97,23 +61,24 @@ class Pool:
 
     def __init__(self, desc: str, unit: str):
         self.bar = progress(desc=desc, total=0, unit=unit)
+        self.handles: list[Handle] = []
 
-    def submit(self, fn: Callable, *args, done: Callable[[Any], None] | None = None, **kwargs) -> None:
-        """Run `fn(*args, **kwargs)` as one unit; `done(result)` is called on the driver when it finishes."""
+    def submit(self, fn: Callable, *args, **kwargs) -> Handle:
+        """Run `fn(*args, **kwargs)` as one unit; its handle gives the result."""
+        handle = Handle(self, self._start(fn, *args, **kwargs))
+        self.handles.append(handle)
+        self.bar.total += 1
+        self.bar.refresh()
+        return handle
+
+    def _start(self, fn: Callable, *args, **kwargs) -> Callable[[], Any]:
+        """Start one unit; returns how to fetch its result."""
         raise NotImplementedError
 
     def join(self) -> None:
-        """Wait for every submitted unit (including those submitted by `done` callbacks)."""
-        raise NotImplementedError
-
-    def _count(self) -> None:
-        self.bar.total += 1
-        self.bar.refresh()
-
-    def _finished(self, result: Any, done: Callable[[Any], None] | None) -> None:
-        if done is not None:
-            done(result)
-        self.bar.update(1)
+        """Wait for every submitted unit, in submission order."""
+        for handle in self.handles:
+            handle.result()
 
 
 class Executor:
@@ -123,7 +88,7 @@ class Executor:
 
     @contextmanager
     def pool(self, desc: str, unit: str = "unit") -> Iterator[Pool]:
-        """A pool whose units have all finished (and been handled) when the block ends."""
+        """A pool whose units have all finished when the block ends."""
         pool = self._make_pool(desc, unit)
         try:
             yield pool
@@ -136,28 +101,11 @@ class Executor:
 
 
 class _LocalPool(Pool):
-    """Units run in submission order, except that units submitted by a `done` callback run next (depth first:
-    a set is evaluated right after it is distilled, as a plain loop would)."""
+    """Each unit runs in this process as it is submitted."""
 
-    def __init__(self, desc: str, unit: str):
-        super().__init__(desc, unit)
-        self.queue: deque = deque()
-        self.follow_ups: list | None = None
-
-    def submit(self, fn, *args, done=None, **kwargs) -> None:
-        (self.queue if self.follow_ups is None else self.follow_ups).append((fn, args, kwargs, done))
-        self._count()
-
-    def join(self) -> None:
-        while self.queue:
-            fn, args, kwargs, done = self.queue.popleft()
-            result = fn(*args, **kwargs)
-            self.follow_ups = []
-            try:
-                self._finished(result, done)
-                self.queue.extendleft(reversed(self.follow_ups))
-            finally:
-                self.follow_ups = None
+    def _start(self, fn, *args, **kwargs) -> Callable[[], Any]:
+        value = fn(*args, **kwargs)
+        return lambda: value
 
 
 class LocalExecutor(Executor):
@@ -176,49 +124,45 @@ def _run_unit(env: dict[str, str], fn: Callable, *args, **kwargs) -> Any:
 
 
 @dataclass
-class _Task:
-    """One submitted unit, as the driver keeps it until its result is handled: what to run and how often it ran."""
+class _RayUnit:
+    """One submitted Ray unit, as the driver keeps it until its result is fetched: what to run, its task's
+    reference and how often it was launched."""
 
     number: int
     fn: Callable
     args: tuple
     kwargs: dict
-    done: Callable[[Any], None] | None
     attempts: int = 0
+    ref: Any = None
 
 
 class _RayPool(Pool):
     def __init__(self, executor: RayExecutor, desc: str, unit: str):
         super().__init__(desc, unit)
-        self.executor, self.desc, self.pending, self.submitted = executor, desc, {}, 0
+        self.executor, self.desc, self.submitted = executor, desc, 0
 
-    def submit(self, fn, *args, done=None, **kwargs) -> None:
-        portable = self.executor.portable
+    def _start(self, fn, *args, **kwargs) -> Callable[[], Any]:
+        shipped = self.executor.task_argument
         self.submitted += 1
-        self._launch(_Task(self.submitted, fn, tuple(map(portable, args)),
-                           {k: portable(v) for k, v in kwargs.items()}, done))
-        self._count()
+        task = _RayUnit(self.submitted, fn, tuple(map(shipped, args)), {k: shipped(v) for k, v in kwargs.items()})
+        self._launch(task)
+        return lambda: self._fetch(task)
 
-    def _launch(self, task: _Task) -> None:
+    def _launch(self, task: _RayUnit) -> None:
         env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
         task.attempts += 1
-        self.pending[self.executor.task.remote(env, task.fn, *task.args, **task.kwargs)] = task
+        task.ref = self.executor.task.remote(env, task.fn, *task.args, **task.kwargs)
 
-    def join(self) -> None:
+    def _fetch(self, task: _RayUnit) -> Any:
         import ray
 
-        while self.pending:
-            ready, _ = ray.wait(list(self.pending), num_returns=1)
-            for ref in ready:
-                task = self.pending.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except _lost_unit_errors() as err:
-                    self._retry(task, err)
-                    continue
-                self._finished(result, task.done)
+        while True:
+            try:
+                return ray.get(task.ref)
+            except _lost_unit_errors() as err:
+                self._retry(task, err)
 
-    def _retry(self, task: _Task, err: Exception) -> None:
+    def _retry(self, task: _RayUnit, err: Exception) -> None:
         """Submit a unit whose worker, node or result was lost again, saying so; after `max_retries`, raise."""
         what = f"{self.desc}: unit {task.number} ({task.fn.__name__})"
         if task.attempts > self.executor.max_retries:
@@ -253,9 +197,9 @@ class RayExecutor(Executor):
         self.max_retries = max_retries
         self._shared: dict[int, tuple[Dataset, Any]] = {}
 
-    def portable(self, value: Any) -> Any:
+    def task_argument(self, value: Any) -> Any:
         """What a unit's argument travels as: a dataset as its recipe (else one object-store copy per dataset),
-        an object with a `portable()` method as its result, anything else as it is."""
+        an object with a `for_worker()` method as its result, anything else as it is."""
         if isinstance(value, Dataset):
             recipe = recipe_of(value)
             if recipe is not None:
@@ -265,8 +209,8 @@ class RayExecutor(Executor):
 
                 self._shared[id(value)] = (value, ray.put(value))
             return self._shared[id(value)][1]
-        if hasattr(value, "portable"):
-            return value.portable()
+        if hasattr(value, "for_worker"):
+            return value.for_worker()
         return value
 
     def _make_pool(self, desc: str, unit: str) -> Pool:

@@ -14,7 +14,7 @@ import torch
 from networks import get_network
 from utility import Timer, count_macs, count_parameters, evaluate, set_seed, train
 from utils.data import Dataset, stratified_subset
-from utils.distill.base import config_hash, data_digest, versioned
+from utils.digest import config_hash, data_digest, versioned
 from utils.paths import cache_dir, read_cache, require
 from utils.results import atomic_write
 

@@ -45,10 +45,11 @@ def distilled_sets(run: NotebookRun, data: Dataset, prefix: str) -> tuple[list[S
         units.append(SetUnit(data, ipc))
         units += [SetUnit(data, ipc, method, init, s.method_config(method, ipc))
                   for method in METHODS for init in s.inits]
-    done = study_sets(run, units, prefix, "MHIST study", **evaluation)
-    write_curves(run, [result for result, _ in done], prefix, "balanced_accuracy")
-    synthetic = {(u.method, u.ipc, u.init): synthetic for u, (_, synthetic) in zip(units, done) if u.method}
-    return [result for result, _ in done], synthetic
+    studied = study_sets(run, units, prefix, "MHIST study", **evaluation)
+    write_curves(run, [result for result, _ in studied], prefix, "balanced_accuracy")
+    synthetic = {(unit.method, unit.ipc, unit.init): synthetic
+                 for unit, (_, synthetic) in zip(units, studied) if unit.method}
+    return [result for result, _ in studied], synthetic
 
 
 def results_table(results: list[SetResult], full: dict, floor: dict[str, float]) -> pd.DataFrame:

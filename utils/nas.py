@@ -4,17 +4,19 @@ distilled set and compare with the ranking after training on real data."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from utility import SyntheticEvaluation
+from utils.distill import load_synthetic
+from utils.executor import Handle
 from utils.full_training import FullTrainingConfig, full_training_path, read_full_training, train_full_uncached
 from utils.metrics import rank_correlations
 from utils.notebook import NotebookRun
 from utils.results import atomic_write
 from utils.study import submit_evaluation
-from utils.synthetic import SyntheticSet, synthetic_path
+from utils.synthetic import synthetic_path
 
 
 def search(run: NotebookRun) -> tuple[pd.DataFrame, dict[str, float | bool | str]]:
@@ -25,36 +27,35 @@ def search(run: NotebookRun) -> tuple[pd.DataFrame, dict[str, float | bool | str
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run 02_gradient_matching with the same profile and "
                                 "results_dir first (04 searches on its distilled set).")
-    synthetic = SyntheticSet.load(path)
+    synthetic = load_synthetic(path)
     if synthetic.config.get("profile") != run.profile.name:
         raise FileNotFoundError(f"{path} was distilled with the {synthetic.config.get('profile')!r} profile, not "
                                 f"{run.profile.name!r}: run 02_gradient_matching with this profile and results_dir "
                                 "first (04 searches on its distilled set).")
     candidates = [f"ConvNetD{depth}W{width}" for depth in settings.depths for width in settings.widths]
     seeds = [run.seed + k for k in range(settings.full_seeds)]
-    full: dict[tuple[str, int], dict] = {}
-    distilled: dict[str, SyntheticEvaluation] = {}
-
-    def trained(key: tuple[str, int], path: Path, result: dict) -> None:
-        atomic_write(path, lambda p: p.write_text(json.dumps(result)))
-        full[key] = result
-
     with run.executor.pool("NAS candidates", unit="unit") as pool:
+        full: dict[tuple[str, int], dict] = {}
+        training: dict[tuple[str, int], tuple[Path, Handle]] = {}
+        evaluations = {}
         for arch in candidates:
             for seed in seeds:
                 config = FullTrainingConfig(dataset=settings.dataset, architecture=arch, epochs=settings.full_epochs,
                                             train_images=settings.full_train_images, seed=seed,
                                             precision=run.precision)
-                path, key = full_training_path(data, config, run.device)
-                cached = read_full_training(path, key)
-                if cached is not None:
-                    full[arch, seed] = cached
+                cache_path, key = full_training_path(data, config, run.device)
+                found = read_full_training(cache_path, key)
+                if found is not None:
+                    full[arch, seed] = found
                 else:
-                    pool.submit(train_full_uncached, data, config, run.device, key,
-                                done=lambda r, k=(arch, seed), path=path: trained(k, path, r))
-            submit_evaluation(pool, run, synthetic.images, synthetic.labels, data, dsa=False, architecture=arch,
-                              lr=synthetic.lr, epochs=settings.distilled_epochs, n_models=settings.n_models,
-                              done=lambda r, arch=arch: distilled.__setitem__(arch, r))
+                    training[arch, seed] = cache_path, pool.submit(train_full_uncached, data, config, run.device, key)
+            evaluations[arch] = submit_evaluation(pool, run, synthetic.images, synthetic.labels, data, dsa=False,
+                                                  architecture=arch, lr=synthetic.lr, epochs=settings.distilled_epochs,
+                                                  n_models=settings.n_models)
+        for candidate, (cache_path, handle) in training.items():
+            full[candidate] = handle.result()
+            atomic_write(cache_path, partial(Path.write_text, data=json.dumps(full[candidate])))
+        distilled = {arch: evaluation.result() for arch, evaluation in evaluations.items()}
     rows = []
     for arch in candidates:
         depth, width = (int(v) for v in arch.removeprefix("ConvNetD").split("W"))

@@ -8,6 +8,7 @@ import torch
 
 from utility import (
     Augment,
+    RunContext,
     SyntheticEvaluation,
     configure_reproducibility,
     evaluate_training_set,
@@ -18,10 +19,11 @@ from utility import (
 )
 from utils import compiled
 from utils.data import Dataset, load_dataset, stratified_subset
-from utils.executor import LOCAL, DataRecipe, Executor, get_executor, set_recipe
+from utils.executor import LOCAL, Executor, get_executor
 from utils.parameters import check_parameters
 from utils.paths import results_dir as resolve_results_dir
 from utils.profiles import Profile, get_profile
+from utils.recipe import DataRecipe, set_recipe
 from utils.results import ResultWriter
 
 
@@ -30,12 +32,25 @@ class NotebookRun:
     """Everything a notebook needs after its parameters cell."""
 
     profile: Profile
-    device: torch.device
-    precision: str
-    seed: int
+    context: RunContext
     data_root: str | None
     writer: ResultWriter | None
     executor: Executor = LOCAL
+
+    @property
+    def seed(self) -> int:
+        """The run's seed (`context.seed`)."""
+        return self.context.seed
+
+    @property
+    def device(self) -> torch.device:
+        """The run's device (`context.device`)."""
+        return self.context.device
+
+    @property
+    def precision(self) -> str:
+        """The run's resolved precision (`context.precision`)."""
+        return self.context.precision
 
     def load(self, name: str, im_size: int | None = None) -> Dataset:
         """Load a dataset; the profile may cap the test set size (smoke)."""
@@ -47,7 +62,7 @@ class NotebookRun:
             recipe = recipe.then("test", limit, self.seed)
         return set_recipe(data, recipe)
 
-    def portable(self) -> NotebookRun:
+    def for_worker(self) -> NotebookRun:
         """What a unit on another process needs of this run: no result writer, the local executor."""
         return replace(self, writer=None, executor=LOCAL)
 
@@ -55,12 +70,12 @@ class NotebookRun:
                  augment: Augment | None = None, epochs: int | None = None, n_models: int | None = None,
                  lr: float | None = None) -> SyntheticEvaluation:
         """The distilled-set evaluation protocol with this profile's budget (epochs: DSA or plain)."""
-        ev = self.profile.evaluation
-        default_epochs = ev.dsa_epochs if augment is not None else ev.epochs
+        settings = self.profile.evaluation
+        default_epochs = settings.dsa_epochs if augment is not None else settings.epochs
         return evaluate_training_set(
             x, y, (data.x_test, data.y_test), channels=data.channels, num_classes=data.num_classes,
-            im_size=data.im_size, architecture=architecture, n_models=n_models or ev.n_models,
-            epochs=epochs or default_epochs, lr=lr or ev.lr, batch_size=ev.batch_size, augment=augment,
+            im_size=data.im_size, architecture=architecture, n_models=n_models or settings.n_models,
+            epochs=epochs or default_epochs, lr=lr or settings.lr, batch_size=settings.batch_size, augment=augment,
             seed=self.seed, device=self.device, precision=self.precision)
 
 
@@ -84,4 +99,4 @@ def start(notebook: str, profile: str, data_root: str | None, results_dir: str |
     runner = get_executor(executor, torch_device)
     print(f"{notebook}: profile={profile} device={torch_device} precision={precision} seed={seed} results={out} "
           f"executor={runner.name}")
-    return NotebookRun(settings, torch_device, precision, seed, data_root, writer, runner)
+    return NotebookRun(settings, RunContext(seed, torch_device, precision), data_root, writer, runner)

@@ -4,8 +4,8 @@ it (with and/or without DSA) against the random-real floor of the same size, and
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,17 @@ import torch
 from utility import SyntheticEvaluation
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset
-from utils.distill import METHOD_LABELS, DistillTask, build_set, distill_key
-from utils.distill.base import config_hash, load_matching, tensor_digest, versioned
-from utils.distill.experts import zca_whiten
-from utils.executor import LOCAL, Pool, derive
+from utils.digest import config_hash, tensor_digest, versioned
+from utils.distill import METHODS, DistillTask, build_set, distill_key
+from utils.distill.base import load_matching
+from utils.executor import LOCAL, Handle, Pool
 from utils.notebook import NotebookRun
 from utils.paths import cache_dir, read_cache, write_cache
 from utils.plots import accuracy_curves, loss_curves, synthetic_before_after
+from utils.recipe import derive
 from utils.results import std_column
 from utils.synthetic import SyntheticSet, initial_images, random_real_subset, synthetic_path
+from utils.zca import zca_whiten
 
 FLOOR = "random real"
 VARIANTS = {"plain": False, "dsa": True}   # evaluation variant -> train with DSA augmentation
@@ -80,35 +82,43 @@ def _evaluate(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset,
     return run.evaluate(x, y, data, augment=augment, **kwargs)
 
 
+@dataclass
+class PendingEvaluation:
+    """An evaluation found in the cache (`found`) or submitted as a unit (`handle`); `result()` writes a fresh
+    result to the cache (on the driver) and returns it."""
+
+    path: Path
+    found: SyntheticEvaluation | None = None
+    handle: Handle | None = None
+
+    def result(self) -> SyntheticEvaluation:
+        """The evaluation, waiting for its unit if it was submitted."""
+        if self.found is None:
+            self.found = self.handle.result()
+            write_cache(self.path, partial(Path.write_text, data=json.dumps(asdict(self.found))))
+        return self.found
+
+
 def submit_evaluation(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
-                      done: Callable[[SyntheticEvaluation], None], architecture: str = "ConvNet",
-                      lr: float | None = None, epochs: int | None = None, n_models: int | None = None) -> None:
-    """`evaluate_cached` as a unit of `pool`: `done(result)` at once when cached, else when the unit finishes
-    (after the driver has written it to the cache)."""
+                      architecture: str = "ConvNet", lr: float | None = None, epochs: int | None = None,
+                      n_models: int | None = None) -> PendingEvaluation:
+    """`run.evaluate` as a unit of `pool`, unless the cache (keyed by the training set's content and every
+    evaluation setting) already holds it."""
     settings = {"architecture": architecture, "lr": lr, "epochs": epochs, "n_models": n_models}
     path = _evaluation_path(run, x, y, data, dsa=dsa, **settings)
     saved = read_cache(path, lambda p: _evaluation_from_json(p.read_text()))
     if saved is not None:
-        done(saved)
-        return
-
-    def finish(result: SyntheticEvaluation) -> None:
-        write_cache(path, lambda p: p.write_text(json.dumps(asdict(result))))
-        done(result)
-
-    pool.submit(_evaluate, run, x, y, data, dsa=dsa, done=finish, **settings)
+        return PendingEvaluation(path, found=saved)
+    return PendingEvaluation(path, handle=pool.submit(_evaluate, run, x, y, data, dsa=dsa, **settings))
 
 
 def evaluate_cached(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
                     architecture: str = "ConvNet", lr: float | None = None, epochs: int | None = None,
                     n_models: int | None = None) -> SyntheticEvaluation:
-    """`run.evaluate`, cached by the training set's content and every evaluation setting (`submit_evaluation`
-    run in this process)."""
-    found: list[SyntheticEvaluation] = []
+    """`submit_evaluation` run in this process."""
     with LOCAL.pool("evaluation", unit="unit") as pool:
-        submit_evaluation(pool, run, x, y, data, dsa=dsa, done=found.append, architecture=architecture, lr=lr,
-                          epochs=epochs, n_models=n_models)
-    return found[0]
+        return submit_evaluation(pool, run, x, y, data, dsa=dsa, architecture=architecture, lr=lr, epochs=epochs,
+                                 n_models=n_models).result()
 
 
 def _evaluation_from_json(text: str) -> SyntheticEvaluation:
@@ -117,18 +127,11 @@ def _evaluation_from_json(text: str) -> SyntheticEvaluation:
 
 
 def submit_variants(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset,
-                    done: Callable[[dict[str, SyntheticEvaluation]], None], lr: float | None = None,
-                    variants: tuple[str, ...] = ("plain", "dsa"), **kwargs) -> None:
-    """Evaluate one training set under each variant ('plain', 'dsa') as units of `pool`; `done` gets them all."""
-    found: dict[str, SyntheticEvaluation] = {}
-
-    def collect(variant: str, result: SyntheticEvaluation) -> None:
-        found[variant] = result
-        if len(found) == len(variants):
-            done({v: found[v] for v in variants})
-
-    for v in variants:
-        submit_evaluation(pool, run, x, y, data, dsa=VARIANTS[v], lr=lr, done=lambda r, v=v: collect(v, r), **kwargs)
+                    lr: float | None = None, variants: tuple[str, ...] = ("plain", "dsa"),
+                    **settings) -> dict[str, PendingEvaluation]:
+    """One training set evaluated under each variant ('plain', 'dsa'), as units of `pool`."""
+    return {variant: submit_evaluation(pool, run, x, y, data, dsa=VARIANTS[variant], lr=lr, **settings)
+            for variant in variants}
 
 
 def merge_evaluations(parts: list[SyntheticEvaluation]) -> SyntheticEvaluation:
@@ -175,82 +178,90 @@ def floor_networks(n_models: int, subsets: int) -> int:
     return subsets * floor_per_subset(n_models, subsets)
 
 
-def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
-               **evaluation) -> list[tuple[SetResult, SyntheticSet | None]]:
-    """Distil (or reuse) every set and evaluate it like its floor, all as units of `run.executor` under one
-    progress bar; a set is saved and its before/after figure drawn on the driver as soon as it is distilled.
-    Returns (result, synthetic set or None for a floor) in the order of `units`."""
-    out: list = [None] * len(units)
-    curves: dict[int, dict[int, SyntheticEvaluation]] = {}
-    ev = run.profile.evaluation
-    curve = curve_variant(evaluation.get("variants", VARIANTS))
-    with run.executor.pool(desc, unit="unit") as pool:
-        for i, u in enumerate(units):
-            if u.method is None:
-                submit_floor(pool, run, u.data, u.ipc, done=lambda evs, i=i, u=u: out.__setitem__(
-                    i, (SetResult(FLOOR, u.data.name, u.ipc, "-", evs), None)), **evaluation)
-                continue
-            task = DistillTask(u.data.name, u.ipc, u.init)
-            key = distill_key(u.method, u.data, task, u.config, profile=run.profile.name, seed=run.seed,
-                              device=run.device, precision=run.precision,
-                              snapshots_at=snapshot_iterations(u.config.iterations, ev.curve_points))
-            path = synthetic_path(run.writer.root, u.method, u.data.name, u.ipc, u.init)
-
-            def distilled(synthetic: SyntheticSet, reused: bool, i: int = i, u: SetUnit = u, path: Path = path):
-                if not reused:
-                    synthetic.save(path)
-                print(f"{u.method} {u.data.name} ipc{u.ipc} {u.init}: "
-                      f"{'reused the saved set' if reused else 'distilled'}")
-                before, _ = initial_images(u.data, u.ipc, u.init, torch.Generator().manual_seed(run.seed))
-                fig = synthetic_before_after(before, synthetic.images, u.data,
-                                             f"{METHOD_LABELS[u.method]}: {u.data.name}, ipc {u.ipc}, {u.init} init")
-                run.writer.figure(fig, f"{prefix}_{u.data.name}_ipc{u.ipc}_{u.init}_images")
-                cfg = synthetic.config
-                curves[i] = {}
-                for iteration, snap in synthetic.snapshots.items():
-                    submit_evaluation(pool, run, snap["images"], synthetic.labels, evaluation_data(synthetic, u.data),
-                                      dsa=VARIANTS[curve], lr=snap["lr"], n_models=ev.curve_models,
-                                      **_single(evaluation),
-                                      done=lambda r, i=i, it=iteration: curves[i].__setitem__(it, r))
-                submit_variants(pool, run, synthetic.images, synthetic.labels, evaluation_data(synthetic, u.data),
-                                lr=synthetic.lr, done=lambda evs: out.__setitem__(i, (SetResult(
-                                    METHOD_LABELS[u.method], u.data.name, u.ipc, u.init, evs, cfg["iterations_done"],
-                                    cfg["wall_seconds"], cfg["peak_memory_mib"], cfg), synthetic)), **evaluation)
-
-            saved = load_matching(path, key)
-            if saved is not None:
-                distilled(saved, True)
-            else:
-                pool.submit(build_set, u.method, u.data, task, u.config, key, seed=run.seed, device=run.device,
-                            precision=run.precision, done=lambda s, f=distilled: f(s, False))
-    for i, curve in curves.items():
-        out[i][0].curve = dict(sorted(curve.items()))
-    return out
+def submit_floor(pool: Pool, run: NotebookRun, data: Dataset, ipc: int, n_models: int | None = None,
+                 **evaluation) -> list[dict[str, PendingEvaluation]]:
+    """The random-real floor: `n_models` networks spread over the profile's `floor_subsets` different random
+    subsets of `ipc` real images per class, each subset evaluated under every variant (`merged_floor` joins them)."""
+    subsets = run.profile.evaluation.floor_subsets
+    per_subset = floor_per_subset(n_models or run.profile.evaluation.n_models, subsets)
+    return [submit_variants(pool, run, *random_real_subset(data, ipc, torch.Generator().manual_seed(run.seed + j)),
+                            data, n_models=per_subset, **evaluation) for j in range(subsets)]
 
 
-def _single(evaluation: dict) -> dict:
+def merged_floor(parts: list[dict[str, PendingEvaluation]]) -> dict[str, SyntheticEvaluation]:
+    """Per variant, the networks of every random subset of a floor in one evaluation."""
+    return {variant: merge_evaluations([part[variant].result() for part in parts]) for variant in parts[0]}
+
+
+def _curve_settings(evaluation: dict) -> dict:
     """The settings of `submit_evaluation` among a study's evaluation settings (variants and n_models dropped)."""
     return {k: v for k, v in evaluation.items() if k in ("architecture", "epochs")}
 
 
-def submit_floor(pool: Pool, run: NotebookRun, data: Dataset, ipc: int,
-                 done: Callable[[dict[str, SyntheticEvaluation]], None], n_models: int | None = None,
-                 **evaluation) -> None:
-    """The random-real floor: `n_models` networks spread over the profile's `floor_subsets` different random
-    subsets of `ipc` real images per class, merged per evaluation variant."""
-    subsets = run.profile.evaluation.floor_subsets
-    per_subset = floor_per_subset(n_models or run.profile.evaluation.n_models, subsets)
-    parts: dict[int, dict[str, SyntheticEvaluation]] = {}
+def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
+               **evaluation) -> list[tuple[SetResult, SyntheticSet | None]]:
+    """Distil (or reuse) every set and evaluate it like its floor, all as units of `run.executor` under one
+    progress bar; each distilled set is saved and its before/after figure drawn on the driver.
+    Returns (result, synthetic set or None for a floor) in the order of `units`."""
+    settings = run.profile.evaluation
+    curve = curve_variant(evaluation.get("variants", VARIANTS))
+    with run.executor.pool(desc, unit="unit") as pool:
+        # 1. every floor's evaluations, and every distillation whose set is not saved with this configuration
+        floors = {i: submit_floor(pool, run, unit.data, unit.ipc, **evaluation)
+                  for i, unit in enumerate(units) if unit.method is None}
+        distilled = {i: unit for i, unit in enumerate(units) if unit.method is not None}
+        paths = {i: synthetic_path(run.writer.root, unit.method, unit.data.name, unit.ipc, unit.init)
+                 for i, unit in distilled.items()}
+        tasks = {i: DistillTask(unit.data.name, unit.ipc, unit.init) for i, unit in distilled.items()}
+        keys = {i: distill_key(unit.method, unit.data, tasks[i], unit.config, run.context, profile=run.profile.name,
+                               snapshots_at=snapshot_iterations(unit.config.iterations, settings.curve_points))
+                for i, unit in distilled.items()}
+        saved = {i: load_matching(paths[i], keys[i]) for i in distilled}
+        building = {i: pool.submit(build_set, unit.method, unit.data, tasks[i], unit.config, keys[i], run.context)
+                    for i, unit in distilled.items() if saved[i] is None}
 
-    def collect(j: int, evs: dict[str, SyntheticEvaluation]) -> None:
-        parts[j] = evs
-        if len(parts) == subsets:
-            done({v: merge_evaluations([parts[k][v] for k in range(subsets)]) for v in evs})
+        # 2. each set, in order: saved, drawn, and its evaluations (final and along its curve) submitted
+        sets: dict[int, SyntheticSet] = {}
+        finals: dict[int, dict[str, PendingEvaluation]] = {}
+        curves: dict[int, dict[int, PendingEvaluation]] = {}
+        for i, unit in distilled.items():
+            reused = saved[i] is not None
+            synthetic = saved[i] if reused else building[i].result()
+            if not reused:
+                synthetic.save(paths[i])
+            print(f"{unit.method} {unit.data.name} ipc{unit.ipc} {unit.init}: "
+                  f"{'reused the saved set' if reused else 'distilled'}")
+            _draw_before_after(run, unit, synthetic, prefix)
+            data = evaluation_data(synthetic, unit.data)
+            curves[i] = {iteration: submit_evaluation(pool, run, snapshot["images"], synthetic.labels, data,
+                                                      dsa=VARIANTS[curve], lr=snapshot["lr"],
+                                                      n_models=settings.curve_models, **_curve_settings(evaluation))
+                         for iteration, snapshot in synthetic.snapshots.items()}
+            finals[i] = submit_variants(pool, run, synthetic.images, synthetic.labels, data, lr=synthetic.lr,
+                                        **evaluation)
+            sets[i] = synthetic
 
-    for j in range(subsets):
-        x, y = random_real_subset(data, ipc, torch.Generator().manual_seed(run.seed + j))
-        submit_variants(pool, run, x, y, data, done=lambda evs, j=j: collect(j, evs), n_models=per_subset,
-                        **evaluation)
+        # 3. one result per unit, in order
+        results: list[tuple[SetResult, SyntheticSet | None]] = []
+        for i, unit in enumerate(units):
+            if unit.method is None:
+                results.append((SetResult(FLOOR, unit.data.name, unit.ipc, "-", merged_floor(floors[i])), None))
+                continue
+            config = sets[i].config
+            evaluations = {variant: pending.result() for variant, pending in finals[i].items()}
+            curve_points = {iteration: curves[i][iteration].result() for iteration in sorted(curves[i])}
+            results.append((SetResult(METHODS[unit.method].label, unit.data.name, unit.ipc, unit.init, evaluations,
+                                      config["iterations_done"], config["wall_seconds"], config["peak_memory_mib"],
+                                      config, curve_points), sets[i]))
+    return results
+
+
+def _draw_before_after(run: NotebookRun, unit: SetUnit, synthetic: SyntheticSet, prefix: str) -> None:
+    """The set's initial images beside its distilled ones, saved as a figure."""
+    before, _ = initial_images(unit.data, unit.ipc, unit.init, torch.Generator().manual_seed(run.seed))
+    fig = synthetic_before_after(before, synthetic.images, unit.data, f"{METHODS[unit.method].label}: "
+                                 f"{unit.data.name}, ipc {unit.ipc}, {unit.init} init")
+    run.writer.figure(fig, f"{prefix}_{unit.data.name}_ipc{unit.ipc}_{unit.init}_images")
 
 
 def curve_table(results: list[SetResult], metric: str = "accuracy") -> pd.DataFrame:
@@ -287,10 +298,10 @@ def write_curves(run: NotebookRun, results: list[SetResult], prefix: str, metric
 
 def distillation_study(run: NotebookRun, method: str, prefix: str,
                        variants: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Distil and evaluate every (dataset, ipc, init) of the profile's study under each evaluation variant;
-    save the table and figures."""
-    study = run.profile.study
-    variants = variants or study.variants
+    """Distil and evaluate every (dataset, ipc, init) of the profile's study under each evaluation variant
+    (`variants`, else the method's own, else the profile's); save the table and figures."""
+    study, record = run.profile.study, METHODS[method]
+    variants = variants or record.variants or study.variants
     units = []
     for name in study.datasets:
         data = run.load(name)
@@ -298,16 +309,16 @@ def distillation_study(run: NotebookRun, method: str, prefix: str,
             units.append(SetUnit(data, ipc))
             units += [SetUnit(data, ipc, method, init, run.profile.method_config(method, name, ipc))
                       for init in study.inits]
-    done = study_sets(run, units, prefix, f"{method} study", variants=variants)
-    results = [result for result, _ in done]
+    studied = study_sets(run, units, prefix, f"{method} study", variants=variants)
+    results = [result for result, _ in studied]
     for name in study.datasets:
-        fig = loss_curves({f"ipc{u.ipc} {u.init}": synthetic.config["losses"]
-                           for u, (_, synthetic) in zip(units, done) if synthetic is not None and u.data.name == name})
-        fig.axes[0].set_title(f"{METHOD_LABELS[method]} on {name}")
+        fig = loss_curves({f"ipc{unit.ipc} {unit.init}": synthetic.config["losses"]
+                           for unit, (_, synthetic) in zip(units, studied)
+                           if synthetic is not None and unit.data.name == name})
+        fig.axes[0].set_title(f"{record.label} on {name}")
         run.writer.figure(fig, f"{prefix}_{name}_loss")
     write_curves(run, results, prefix)
     table = pd.DataFrame([r.row() for r in results])
-    run.writer.table(table, prefix, caption=f"{METHOD_LABELS[method]}: ConvNet trained from scratch on each set "
+    run.writer.table(table, prefix, caption=f"{record.label}: ConvNet trained from scratch on each set "
                                             f"({run.profile.name} profile)")
     return table
-

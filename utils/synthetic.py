@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,8 +55,7 @@ class SyntheticSet:
         except FileNotFoundError:
             raise
         except Exception as err:  # truncated, not a torch file, a refused pickle, keys missing, bad images
-            raise UnreadableSetError(f"synthetic set {path} cannot be read ({load_error(err)}). "
-                                     f"{regenerate_hint(path)}") from err
+            raise UnreadableSetError(f"synthetic set {path} cannot be read ({load_error(err)}).") from err
 
     def check(self) -> None:
         """Raise a ValueError unless the images are finite float N x C x H x W with one int64 label each (the
@@ -85,19 +83,6 @@ class UnreadableSetError(ValueError):
     """A saved synthetic set in the results folder cannot be read."""
 
 
-NOTEBOOK_OF_METHOD = {"gm": "02", "mtt": "06", "dm": "07"}
-
-
-def regenerate_hint(path: str | os.PathLike) -> str:
-    """How to regenerate a saved set: delete it and re-run the notebook that writes it."""
-    info = parse_synthetic_name(path)
-    notebook = None if info is None else "05" if info["dataset"] == "MHIST" else NOTEBOOK_OF_METHOD.get(info["method"])
-    only = f" --only {notebook}" if notebook else ""
-    return (f"Delete it and regenerate it with `python -m utils.pipeline --profile <profile>{only} --results-dir "
-            f"{Path(path).resolve().parent.parent}` (the profile it was made with; the notebook that writes it"
-            f"{'' if notebook else ' is named by the method prefix: gm 02, mtt 06, dm 07, MHIST 05'}).")
-
-
 def synthetic_path(results_dir: str | os.PathLike, method: str, dataset: str, ipc: int, init: str) -> Path:
     """`<results>/synthetic/<method>_<dataset>_ipc<k>_<init>.pt`."""
     return Path(results_dir) / "synthetic" / f"{method}_{dataset}_ipc{ipc}_{init}.pt"
@@ -107,30 +92,6 @@ def parse_synthetic_name(path: str | os.PathLike) -> dict[str, str | int] | None
     """Method, dataset, ipc and init encoded in a synthetic-set file name (None if it is not one)."""
     match = _NAME.fullmatch(Path(path).name)
     return None if match is None else {**match.groupdict(), "ipc": int(match["ipc"])}
-
-
-def find_synthetic(results_dir: str | os.PathLike, dataset: str | None = None,
-                   profile: str | None = None) -> list[Path]:
-    """Every saved synthetic set under `<results>/synthetic/`, sorted by name, optionally only those of one
-    dataset and of one profile (read from each set's saved configuration). A file that does not follow the
-    naming scheme `<method>_<dataset>_ipc<k>_<init>.pt` of a registered method is skipped with a warning."""
-    from utils.distill import METHODS  # the registry imports this module
-
-    found = []
-    for path in sorted(Path(results_dir, "synthetic").glob("*")):
-        if path.name.startswith(".") or not path.is_file():
-            continue  # temporary files of a write in progress
-        info = parse_synthetic_name(path)
-        if info is None or info["method"] not in METHODS:
-            warnings.warn(f"skipping {path}: not a synthetic set name (<method>_<dataset>_ipc<k>_<init>.pt with "
-                          f"method in {', '.join(METHODS)} and init in {', '.join(INITS)})", stacklevel=2)
-            continue
-        if dataset not in (None, info["dataset"]):
-            continue
-        if profile is not None and SyntheticSet.load(path).config.get("profile") != profile:
-            continue
-        found.append(path)
-    return found
 
 
 def check_init(init: str) -> None:

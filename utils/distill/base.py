@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import copy
 import ctypes
-import hashlib
 import json
 import numbers
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,8 +18,10 @@ from typing import Protocol
 import psutil
 import torch
 
+from utility import RunContext
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset
+from utils.digest import config_hash, versioned
 from utils.paths import CacheFormatError, cache_dir, read_cache, require, write_cache
 from utils.progress import progress
 from utils.synthetic import SyntheticSet, check_init, initial_images
@@ -69,10 +69,11 @@ class SyntheticImages:
     """What every distiller shares: learnable synthetic images with their SGD optimiser, the sampling and DSA
     generators, and a snapshot of all of it so an interrupted run resumes exactly."""
 
-    def __init__(self, data: Dataset, task: DistillTask, config, *, seed: int, device: torch.device,
-                 precision: str, lr_img: float, momentum: float):
+    def __init__(self, data: Dataset, task: DistillTask, config, context: RunContext, *, lr_img: float,
+                 momentum: float):
+        seed, device = context.seed, context.device
         self.data, self.task, self.config = data, task, config
-        self.device, self.precision = device, precision
+        self.device, self.precision = device, context.precision
         self.generator = torch.Generator().manual_seed(seed)
         # index draws happen where the tensors live, so a GPU step never waits for a host-to-device copy
         self.device_generator = torch.Generator(device=device).manual_seed(seed)
@@ -113,44 +114,17 @@ class SyntheticImages:
         self.dsa.set_state(state["dsa"])
         torch.set_rng_state(state["torch_rng"])
 
+    def update_images(self, loss: torch.Tensor) -> None:
+        """One step of every optimiser (the images', and any other learnable's) down the gradient of `loss`."""
+        for optimizer in self.optimizers().values():
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimizer in self.optimizers().values():
+            optimizer.step()
+
     def synthetic(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
         """Images, labels and (for methods that learn one) the learning rate to train on them with."""
         return self.images.detach(), self.labels, None
-
-
-def config_hash(config: dict) -> str:
-    """Short stable hash of a JSON-able configuration."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def versioned(key: dict) -> dict:
-    """`key` with the torch version, for cache keys of artefacts whose numbers depend on it."""
-    return {**key, "torch": str(torch.__version__)}
-
-
-_DIGESTS: dict[tuple, tuple[list[weakref.ref], str]] = {}
-
-
-def tensor_digest(*tensors: torch.Tensor) -> str:
-    """Short SHA-256 of tensor contents (identifies a training set in cache keys).
-
-    Memoised by tensor identity and version counter, so a dataset is hashed once however often its digest is
-    used, and again after an in-place change (a change made around torch, e.g. through `.numpy()`, is not seen)."""
-    key = tuple((id(t), t._version) for t in tensors)
-    hit = _DIGESTS.get(key)
-    if hit is not None and all(ref() is t for ref, t in zip(hit[0], tensors)):
-        return hit[1]
-    digest = hashlib.sha256()
-    for t in tensors:
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    refs = [weakref.ref(t, lambda _, k=key: _DIGESTS.pop(k, None)) for t in tensors]
-    _DIGESTS[key] = (refs, digest.hexdigest()[:16])
-    return _DIGESTS[key][1]
-
-
-def data_digest(data: Dataset) -> str:
-    """Digest of a dataset's training images and labels (part of every reuse, checkpoint and cache key)."""
-    return tensor_digest(data.x_train, data.y_train)
 
 
 class PeakMemory:

@@ -21,9 +21,11 @@ import torch
 from torch import nn
 
 from networks import get_network
+from utility import RunContext
 from utils import compiled
 from utils.data import Dataset
 from utils.distill.base import DistillTask, SyntheticImages, check_positive_ints
+from utils.distill.method import Method
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,11 @@ def embedding_network(architecture: str, data: Dataset, device: torch.device) ->
 class DistributionMatching(SyntheticImages):
     """Distribution-matching distiller (see module docstring); one `step` is one outer iteration."""
 
-    def __init__(self, data: Dataset, task: DistillTask, config: DistributionMatchingConfig, *, seed: int,
-                 device: torch.device, precision: str):
+    def __init__(self, data: Dataset, task: DistillTask, config: DistributionMatchingConfig, context: RunContext):
         embedding_network(config.architecture, data, torch.device("cpu"))  # fail early on a wrong architecture
-        super().__init__(data, task, config, seed=seed, device=device, precision=precision, lr_img=config.lr_img,
-                         momentum=config.momentum_img)
-        self.class_indices = [idx.to(device) for idx in data.class_indices()]
-        self.x_train = data.x_train.to(device)
+        super().__init__(data, task, config, context, lr_img=config.lr_img, momentum=config.momentum_img)
+        self.class_indices = [idx.to(self.device) for idx in data.class_indices()]
+        self.x_train = data.x_train.to(self.device)
 
     def augmented_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per class, a real batch and the synthetic images, augmented with the same DSA parameters."""
@@ -88,15 +88,27 @@ class DistributionMatching(SyntheticImages):
             syns.append(self.dsa.apply(syn, params))
         return reals, syns
 
-    def step(self) -> float:
-        """One iteration; returns the matching loss per class (the optimised sum divided by the class count)."""
-        net = embedding_network(self.config.architecture, self.data, self.device)
+    def embeddings(self, net: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per class, the embeddings of a real batch (no graph) and of the synthetic images (with their graph)
+        under `net`, after one siamese DSA draw per class."""
         reals, syns = self.augmented_pairs()
         with torch.no_grad():
             real_embed = [compiled.embed(net, real, precision=self.precision) for real in reals]
         syn_embed = compiled.embed(net, torch.cat(syns), precision=self.precision)
-        loss = dm_loss(real_embed, syn_embed.split([len(s) for s in syns]))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        return real_embed, list(syn_embed.split([len(s) for s in syns]))
+
+    def step(self) -> float:
+        """One iteration; returns the matching loss per class (the optimised sum divided by the class count)."""
+        net = embedding_network(self.config.architecture, self.data, self.device)
+        loss = dm_loss(*self.embeddings(net))
+        self.update_images(loss)
         return loss.item() / self.data.num_classes
+
+
+def _check(config: DistributionMatchingConfig, ipc: int, network: nn.Module, image_values: int) -> None:
+    if not hasattr(network, "embed"):
+        raise ValueError(f"architecture={config.architecture!r} has no `embed`; DM needs a ConvNet")
+
+
+METHOD = Method(key="dm", label="Distribution matching", config=DistributionMatchingConfig,
+                distiller=DistributionMatching, notebook="07_distribution_matching", check=_check)

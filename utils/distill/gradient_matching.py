@@ -10,15 +10,18 @@ per-image DSA) with plain SGD (lr_net, no momentum), as the official code does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from networks import get_network
+from utility import RunContext
 from utils import compiled
 from utils.data import Dataset
 from utils.distill.base import DistillTask, SyntheticImages, check_positive_ints
+from utils.distill.method import Method, TimedIteration
 
 DISTANCES = ("layerwise", "mse", "cos")
 # images per class -> (outer_loop, inner_loop), from the DC paper.
@@ -82,38 +85,49 @@ def gradient_distance(real: list[torch.Tensor], syn: list[torch.Tensor], kind: s
 class GradientMatching(SyntheticImages):
     """Gradient-matching distiller (see module docstring); one `step` is one outer iteration."""
 
-    def __init__(self, data: Dataset, task: DistillTask, config: GradientMatchingConfig, *, seed: int,
-                 device: torch.device, precision: str):
+    def __init__(self, data: Dataset, task: DistillTask, config: GradientMatchingConfig, context: RunContext):
         if config.distance not in DISTANCES:
             raise ValueError(f"Unknown distance {config.distance!r}; allowed: {', '.join(DISTANCES)}")
-        super().__init__(data, task, config, seed=seed, device=device, precision=precision, lr_img=config.lr_img,
-                         momentum=config.momentum_img)
+        super().__init__(data, task, config, context, lr_img=config.lr_img, momentum=config.momentum_img)
         self.outer_loop, self.inner_loop = config.loops_for(task.ipc)
-        self.class_indices = [idx.to(device) for idx in data.class_indices()]
-        self.x_train = data.x_train.to(device)
-        self.seed = seed
+        self.class_indices = [idx.to(self.device) for idx in data.class_indices()]
+        self.x_train = data.x_train.to(self.device)
 
     def _real_batch(self, c: int) -> torch.Tensor:
         idx = self.class_indices[c]
         return self.x_train[idx[self.permutation(len(idx))[: self.config.real_batch]]]
 
-    def _match(self, net: torch.nn.Module, params: list[torch.Tensor]) -> torch.Tensor:
-        loss = self.images.new_zeros(())
+    def new_network(self) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """A freshly initialised network (global torch RNG) and its plain-SGD optimiser for the inner steps."""
+        cfg = self.config
+        net = get_network(cfg.architecture, self.data.channels, self.data.num_classes, self.data.im_size)
+        net = net.to(self.device).train()
+        return net, torch.optim.SGD(net.parameters(), lr=cfg.lr_net, momentum=cfg.momentum_net)
+
+    def class_gradients(self, net: nn.Module, params: list[torch.Tensor],
+                        c: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-parameter gradients of the loss on a real batch of class `c` and on the class's synthetic images,
+        both augmented by one siamese DSA draw; the synthetic ones keep their graph back to the images."""
         ipc = self.task.ipc
+        real = self._real_batch(c)
+        syn = self.images[c * ipc:(c + 1) * ipc]
+        aug = self.dsa.sample_siamese()
+        target_real = torch.full((len(real),), c, device=self.device)
+        g_real = compiled.gradients(net, self.dsa.apply(real, aug), target_real, precision=self.precision)
+        # double backward does not compile, and in bf16 it was slower than in fp32 on an AMX CPU
+        # (benchmarks/README.md): the synthetic gradient stays eager fp32
+        syn_loss = F.cross_entropy(net(self.dsa.apply(syn, aug)), self.labels[c * ipc:(c + 1) * ipc])
+        return g_real, list(torch.autograd.grad(syn_loss, params, create_graph=True))
+
+    def matching_loss(self, net: nn.Module, params: list[torch.Tensor]) -> torch.Tensor:
+        """The gradient distance summed over classes (differentiable with respect to the images)."""
+        loss = self.images.new_zeros(())
         for c in range(self.data.num_classes):
-            real = self._real_batch(c)
-            syn = self.images[c * ipc:(c + 1) * ipc]
-            aug = self.dsa.sample_siamese()
-            target_real = torch.full((len(real),), c, device=self.device)
-            g_real = compiled.gradients(net, self.dsa.apply(real, aug), target_real, precision=self.precision)
-            # double backward does not compile, and in bf16 it was slower than in fp32 on an AMX CPU
-            # (benchmarks/README.md): the synthetic gradient stays eager fp32
-            syn_loss = F.cross_entropy(net(self.dsa.apply(syn, aug)), self.labels[c * ipc:(c + 1) * ipc])
-            g_syn = torch.autograd.grad(syn_loss, params, create_graph=True)
-            loss = loss + gradient_distance(g_real, list(g_syn), self.config.distance)
+            g_real, g_syn = self.class_gradients(net, params, c)
+            loss = loss + gradient_distance(g_real, g_syn, self.config.distance)
         return loss
 
-    def _train_network(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def train_network(self, net: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """`inner_loop` epochs over the synthetic set in shuffled batches of `batch_train`."""
         images = self.images.detach()
         rows = min(self.config.batch_train, len(images))
@@ -126,19 +140,28 @@ class GradientMatching(SyntheticImages):
 
     def step(self) -> float:
         """One outer iteration; returns the matching loss averaged over outer loops and classes."""
-        cfg = self.config
-        net = get_network(cfg.architecture, self.data.channels, self.data.num_classes, self.data.im_size)
-        net = net.to(self.device).train()
+        net, net_opt = self.new_network()
         params = list(net.parameters())
-        net_opt = torch.optim.SGD(params, lr=cfg.lr_net, momentum=cfg.momentum_net)
         total = 0.0
         for outer in range(self.outer_loop):
-            loss = self._match(net, params)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            loss = self.matching_loss(net, params)
+            self.update_images(loss)
             total += loss.item()
             if outer == self.outer_loop - 1:
                 break
-            self._train_network(net, net_opt)
+            self.train_network(net, net_opt)
         return total / (self.outer_loop * self.data.num_classes)
+
+
+def _check(config: GradientMatchingConfig, ipc: int, network: nn.Module, image_values: int) -> None:
+    config.loops_for(ipc)
+
+
+def _timing(config: GradientMatchingConfig, ipc: int) -> tuple[TimedIteration, ...]:
+    """One outer loop (its memory does not grow with the loops), its time scaled by `outer_loop`."""
+    outer, inner = config.loops_for(ipc)
+    return (TimedIteration(replace(config, loops=((ipc, 1, inner),)), time_weight=outer),)
+
+
+METHOD = Method(key="gm", label="Gradient matching + DSA", config=GradientMatchingConfig, distiller=GradientMatching,
+                notebook="02_gradient_matching", variants=None, check=_check, timing=_timing)

@@ -13,23 +13,27 @@ learned learning rate is clamped to at least `MIN_LR`, so it can never become ze
 non-finite learning rate raises FloatingPointError.
 
 ZCA (`zca=True`): the experts, the initial images and the student all live in the ZCA-whitened space of
-`experts.zca_whiten`, so the saved images are whitened too; the saved set records it in
+`utils.zca.zca_whiten`, so the saved images are whitened too; the saved set records it in
 `config["method_config"]["zca"]`, and whoever evaluates such a set must whiten the test images the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call
 
 from networks import get_network
+from utility import RunContext
 from utils.compiled import autocast
 from utils.data import Dataset
 from utils.distill.base import DistillTask, SyntheticImages, check_positive_ints
-from utils.distill.experts import ExpertConfig, load_or_train_experts, zca_whiten
+from utils.distill.experts import ExpertConfig, load_or_train_experts
+from utils.distill.method import Method, TimedIteration, TrainingRuns
+from utils.zca import ZCA_MAX_DIM, zca_whiten
 
 MIN_LR = 1e-6
 EXPERT_SEED = 0  # experts do not depend on the distillation seed, so every seed reuses one buffer
@@ -113,22 +117,21 @@ def guard_lr(lr: torch.Tensor, floor: float = MIN_LR) -> None:
 
 
 class TrajectoryMatching(SyntheticImages):
-    """Trajectory-matching distiller (see module docstring); one `step` is one outer iteration."""
+    """Trajectory-matching distiller (see module docstring); one `step` is one outer iteration. `experts` are the
+    flat-parameter trajectories of `load_or_train_experts` (one list of epochs + 1 vectors per expert)."""
 
-    def __init__(self, data: Dataset, task: DistillTask, config: TrajectoryMatchingConfig, *, seed: int,
-                 device: torch.device, precision: str):
-        experts = load_or_train_experts(data, config.expert_config(), seed=EXPERT_SEED, device=device,
-                                        precision=precision)
+    def __init__(self, data: Dataset, task: DistillTask, config: TrajectoryMatchingConfig, context: RunContext,
+                 experts: list[list[torch.Tensor]]):
         self.experts = [torch.stack(trajectory) for trajectory in experts]
-        super().__init__(zca_whiten(data) if config.zca else data, task, config, seed=seed, device=device,
-                         precision=precision, lr_img=config.lr_img, momentum=config.momentum)
-        self.net = get_network(config.architecture, data.channels, data.num_classes, data.im_size).to(device)
+        super().__init__(zca_whiten(data) if config.zca else data, task, config, context, lr_img=config.lr_img,
+                         momentum=config.momentum)
+        self.net = get_network(config.architecture, data.channels, data.num_classes, data.im_size).to(self.device)
         self.shapes = [(name, p.shape) for name, p in self.net.named_parameters()]
         size = sum(p.numel() for p in self.net.parameters())
         if self.experts[0].shape[1] != size:
             raise ValueError(f"Expert trajectories hold {self.experts[0].shape[1]} parameters but "
                              f"{config.architecture} has {size}; delete the stale expert cache")
-        self.lr = torch.tensor(float(config.lr_teacher), device=device, requires_grad=True)
+        self.lr = torch.tensor(float(config.lr_teacher), device=self.device, requires_grad=True)
         self.optimizer_lr = torch.optim.SGD([self.lr], lr=config.lr_lr, momentum=config.momentum)
         self.batch = config.batch_syn or len(self.labels)
 
@@ -140,9 +143,17 @@ class TrajectoryMatching(SyntheticImages):
             offset += n
         return params
 
-    def student(self, start: torch.Tensor) -> torch.Tensor:
-        """Flat parameters after `syn_steps` differentiable SGD steps on the synthetic set from `start`."""
+    def segment(self) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+        """A random expert k and start epoch t < max_start_epoch, with θ*_t and θ*_{t+M} on the run's device."""
+        expert = int(torch.randint(len(self.experts), (1,), generator=self.generator))
+        t = int(torch.randint(self.config.max_start_epoch, (1,), generator=self.generator))
+        start = self.experts[expert][t].to(self.device)
+        return expert, t, start, self.experts[expert][t + self.config.expert_epochs].to(self.device)
+
+    def student_steps(self, start: torch.Tensor) -> list[torch.Tensor]:
+        """Flat parameters after each of `syn_steps` differentiable SGD steps on the synthetic set from `start`."""
         params = start.clone().requires_grad_(True)
+        steps: list[torch.Tensor] = []
         chunks: list[torch.Tensor] = []
         for _ in range(self.config.syn_steps):
             if not chunks:
@@ -154,27 +165,28 @@ class TrajectoryMatching(SyntheticImages):
             loss = F.cross_entropy(logits.to(params.dtype), self.labels[idx])
             (grad,) = torch.autograd.grad(loss, params, create_graph=True)
             params = params - self.lr * grad
-        return params
+            steps.append(params)
+        return steps
+
+    def student(self, start: torch.Tensor) -> torch.Tensor:
+        """Flat parameters after `syn_steps` differentiable SGD steps on the synthetic set from `start`."""
+        return self.student_steps(start)[-1]
 
     def step(self) -> float:
         """One iteration; returns the normalised parameter-matching loss."""
-        cfg = self.config
-        expert = int(torch.randint(len(self.experts), (1,), generator=self.generator))
-        t = int(torch.randint(cfg.max_start_epoch, (1,), generator=self.generator))
-        start = self.experts[expert][t].to(self.device)
-        target = self.experts[expert][t + cfg.expert_epochs].to(self.device)
+        expert, t, start, target = self.segment()
         loss = trajectory_loss(self.student(start), start, target)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"Trajectory-matching loss is {loss.item()} (expert {expert}, start epoch {t}, "
                                      f"lr {self.lr.item():.3g}); nothing was updated. Lower lr_img, lr_lr or "
                                      "lr_teacher")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.optimizer_lr.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer_lr.step()
-        guard_lr(self.lr)
+        self.update_images(loss)
         return loss.item()
+
+    def update_images(self, loss: torch.Tensor) -> None:
+        """One step on the images and the learned lr, which is then kept finite and at least `MIN_LR`."""
+        super().update_images(loss)
+        guard_lr(self.lr)
 
     def learnables(self) -> dict[str, torch.Tensor]:
         return {**super().learnables(), "lr": self.lr}
@@ -185,3 +197,40 @@ class TrajectoryMatching(SyntheticImages):
     def synthetic(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
         return self.images.detach(), self.labels, self.lr.item()
 
+
+def _experts(data: Dataset, config: TrajectoryMatchingConfig, context: RunContext) -> dict[str, list]:
+    """The expert buffer of `config` (trained once with `EXPERT_SEED`, whatever the distillation seed)."""
+    return {"experts": load_or_train_experts(data, config.expert_config(), context.with_seed(EXPERT_SEED))}
+
+
+def _random_experts(data: Dataset, config: TrajectoryMatchingConfig) -> dict[str, list]:
+    """One random trajectory of the right length and size: what the dry run times a step with."""
+    net = get_network(config.architecture, data.channels, data.num_classes, data.im_size)
+    size = sum(p.numel() for p in net.parameters())
+    return {"experts": [[torch.randn(size) * 0.01 for _ in range(config.expert_config().epochs + 1)]]}
+
+
+def _check(config: TrajectoryMatchingConfig, ipc: int, network: nn.Module, image_values: int) -> None:
+    if config.zca and image_values > ZCA_MAX_DIM:
+        raise ValueError(f"ZCA on images of {image_values} values needs a {image_values} x {image_values} "
+                         f"covariance; at most {ZCA_MAX_DIM} are supported. Use zca=False for this dataset")
+
+
+def _buffers(config: TrajectoryMatchingConfig) -> tuple[TrainingRuns, ...]:
+    experts = config.expert_config()
+    return (TrainingRuns("experts", f"{experts.num_experts} x {experts.epochs} epochs", experts.num_experts,
+                         experts.epochs, experts.train_images, experts.batch_size, experts.dsa),)
+
+
+def _timing(config: TrajectoryMatchingConfig, ipc: int) -> tuple[TimedIteration, ...]:
+    """The student's graph grows with its steps: 1 and 2 steps timed (on random experts, without ZCA) and
+    extrapolated linearly to `syn_steps`, time and memory."""
+    measured = replace(config, zca=False, num_experts=1)
+    steps = config.syn_steps
+    return (TimedIteration(replace(measured, syn_steps=1), 2 - steps, 2 - steps),
+            TimedIteration(replace(measured, syn_steps=2), steps - 1, steps - 1))
+
+
+METHOD = Method(key="mtt", label="Trajectory matching", config=TrajectoryMatchingConfig, distiller=TrajectoryMatching,
+                notebook="06_trajectory_matching", check=_check, inputs=_experts, stand_ins=_random_experts,
+                training=_buffers, timing=_timing)

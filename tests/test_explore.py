@@ -50,6 +50,8 @@ def test_the_gradient_table_adds_up_to_the_layerwise_distance(run):
     with explore.replayed_draws(gm):
         first = gm.matching_loss(net, params).item()
     assert gm.matching_loss(net, params).item() == first, "replayed draws give the same batches and augmentations"
+    loss = gm.step()
+    assert len(gm.outer_losses) == gm.outer_loop and loss == pytest.approx(sum(gm.outer_losses) / gm.outer_loop)
 
 
 def test_the_embedding_gaps_are_the_loss_that_step_optimises(run):

@@ -139,14 +139,17 @@ class GradientMatching(SyntheticImages):
                 optimizer.step()
 
     def step(self) -> float:
-        """One outer iteration; returns the matching loss averaged over outer loops and classes."""
+        """One outer iteration; returns the matching loss averaged over outer loops and classes (`outer_losses`
+        keeps each outer loop's, per class)."""
         net, net_opt = self.new_network()
         params = list(net.parameters())
         total = 0.0
+        self.outer_losses: list[float] = []
         for outer in range(self.outer_loop):
             loss = self.matching_loss(net, params)
             self.update_images(loss)
             total += loss.item()
+            self.outer_losses.append(loss.item() / self.data.num_classes)
             if outer == self.outer_loop - 1:
                 break
             self.train_network(net, net_opt)

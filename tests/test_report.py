@@ -265,13 +265,14 @@ def test_comparison_figures_draw_references_and_error_bars():
 
     curve = pd.DataFrame({"method": ["GM", "GM", "DM", "DM"], "ipc": [10] * 4, "init": ["real"] * 4,
                           "iteration": [5, 10, 150, 300], "accuracy (%)": [60.0, 65.0, 61.0, 62.0],
-                          "std (%)": [0.0, 1.0, 0.0, 1.0]})
+                          "std (%)": [0.0, 1.0, 0.0, 1.0], "models": [1, 5, 1, 5]})
     fig = plots.accuracy_curves(curve, "accuracy (%)", {"random real, ipc 10": (58.0, 1.0),
                                                         "random real, ipc 50": (62.0, 1.0)})
     floors = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("random real")]
     assert len({(line.get_color(), line.get_linestyle()) for line in floors}) == 2, "floors must differ in style"
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert {"GM, ipc 10, real init", "DM, ipc 10, real init"} <= set(labels), "one line per method, not a zig-zag"
+    assert [t.get_text() for t in fig.axes[0].texts] == ["1", "5", "1", "5"], "each point names its networks"
     plt.close(fig)
 
 

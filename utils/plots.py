@@ -85,7 +85,8 @@ REFERENCE_STYLES = (("dimgrey", "--"), ("black", ":"), ("tab:brown", "-."))
 
 def accuracy_curves(rows, column: str, floors: dict[str, tuple[float, float]]) -> plt.Figure:
     """Accuracy (± std bars) against distillation iterations, a line per (method, ipc, init), the method named
-    where the rows hold several; floors as bands."""
+    where the rows hold several, and beside each point the networks it averages (column `models`); floors as
+    bands."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     several = rows["method"].nunique() > 1 if "method" in rows.columns else False
     keys = ["method", "ipc", "init"] if "method" in rows.columns else ["ipc", "init"]
@@ -93,11 +94,15 @@ def accuracy_curves(rows, column: str, floors: dict[str, tuple[float, float]]) -
         *method, ipc, init = key
         ax.errorbar(line["iteration"], line[column], yerr=line["std (%)"], marker="o", capsize=3,
                     label=(f"{method[0]}, " if several else "") + f"ipc {ipc}, {init} init")
+        for iteration, accuracy, networks in zip(line["iteration"], line[column], line.get("models", [])):
+            ax.annotate(str(networks), (iteration, accuracy), textcoords="offset points", xytext=(4, -11), fontsize=7)
     for k, (label, (mean, std)) in enumerate(floors.items()):
         colour, style = REFERENCE_STYLES[k % len(REFERENCE_STYLES)]
         ax.axhline(mean, color=colour, linestyle=style, linewidth=1.2, label=label)
         ax.axhspan(mean - std, mean + std, color=colour, alpha=0.12)
-    ax.set(xlabel="distillation iteration", ylabel=column)
+    counted = "models" in rows.columns
+    ax.set(xlabel="distillation iteration" + (" (beside each point: networks trained)" if counted else ""),
+           ylabel=column)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

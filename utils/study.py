@@ -292,7 +292,7 @@ def write_curves(run: NotebookRun, results: list[SetResult], prefix: str, metric
         fig = accuracy_curves(rows, column, {f"random real, ipc {ipc}": (
             100 * next(iter(f.evaluations.values())).mean(metric),
             100 * next(iter(f.evaluations.values())).std(metric)) for ipc, f in floor.items()})
-        fig.axes[0].set_title(f"{rows['method'].iloc[0]} on {dataset}")
+        fig.axes[0].set_title(f"{', '.join(rows['method'].unique())} on {dataset}")
         run.writer.figure(fig, f"{prefix}_{dataset}_accuracy_vs_iterations")
 
 

@@ -88,7 +88,8 @@ def test_an_expert_of_another_layout_is_set_aside_and_retrained(tmp_cache):
     for case, content in {"a list": [good["trajectory"]], "no key": {"trajectory": good["trajectory"]},
                           "no trajectory": {"key": good["key"]},
                           "one epoch short": {**good, "trajectory": good["trajectory"][:1]},
-                          "NaN parameters": {**good, "trajectory": good["trajectory"] * float("nan")}}.items():
+                          "NaN parameters": {**good, "trajectory": good["trajectory"] * float("nan")},
+                          "no training time": {"key": good["key"], "trajectory": good["trajectory"]}}.items():
         torch.save(content, path)
         with pytest.warns(CacheWarning, match="expert_0.pt"):
             [again] = load_or_train_experts(data, config, FP32)

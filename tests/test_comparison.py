@@ -7,6 +7,7 @@ import pandas as pd
 
 from tests.fakes import numeric_table
 from utils import comparison, readme_results
+from utils.distill import METHODS
 from utils.paths import PROJECT_ROOT, RESULTS_DIR
 from utils.results import ResultWriter
 
@@ -165,3 +166,12 @@ def test_iterations_needed_extrapolates_the_curve_in_log_iterations():
     assert iterations_needed(curve, 34.0) == "≈ 450"
     assert iterations_needed(curve.assign(**{"accuracy (%)": [30.0, 33.0, 32.0]}), 40.0) == "not on this trend"
     assert iterations_needed(curve.head(1), 40.0) == "-"
+
+
+def test_preparation_seconds_come_from_the_table_a_method_record_names(tmp_path):
+    assert comparison.preparation_seconds(tmp_path) == {}, "no table: no preparation time"
+    writer = ResultWriter(tmp_path, notebook="06_trajectory_matching", profile="smoke", seed=0, device="cpu")
+    writer.table(pd.DataFrame({"dataset": ["MNIST", "CIFAR10"], "experts": [2, 2], "training time (s)": [130.5, 118.0],
+                               "time this run (s)": [0.2, 0.1]}), METHODS["mtt"].preparation_table)
+    assert comparison.preparation_seconds(tmp_path) == {("Trajectory matching", "MNIST"): 130.5,
+                                                        ("Trajectory matching", "CIFAR10"): 118.0}

@@ -254,9 +254,12 @@ def test_comparison_figures_draw_references_and_error_bars():
                           "init": ["real", "noise"], "accuracy (%)": [90.0, 85.0], "accuracy std (%)": [2.0, 1.0],
                           "distillation time (s)": [10.0, 100.0]})
     floor = pd.DataFrame({"dataset": ["MNIST"], "ipc": [10], "accuracy (%)": [80.0], "accuracy std (%)": [1.0]})
-    fig = plots.accuracy_vs_time(table, {"MNIST": "accuracy (%)"}, "Accuracy", floor=floor)
+    fig = plots.accuracy_vs_time(table, {"MNIST": "accuracy (%)"}, "Accuracy", floor=floor,
+                                 preparation={(table["method"].iloc[-1], "MNIST"): 50.0})
     ax = fig.axes[0]
     assert len(ax.containers) == 2, "one ± std error bar per set"
+    assert [list(line.get_xdata()) for line in ax.get_lines() if line.get_linewidth() == 4] == [[100.0, 150.0]], \
+        "the last method's set sits at its distillation plus preparation time, the preparation drawn as a bar"
     assert any(list(line.get_ydata()) == [80.0, 80.0] for line in ax.get_lines()), "random-real reference line"
     fig.canvas.draw()
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and 10 <= t.get_position()[0] <= 100]

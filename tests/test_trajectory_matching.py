@@ -15,7 +15,15 @@ import utils.zca as zca
 from utility import RunContext
 from utils.data import Dataset
 from utils.distill import METHODS, DistillTask, TrajectoryMatchingConfig, distill
-from utils.distill.experts import ExpertConfig, buffer_size_mib, expert_dir, load_or_train_experts
+from utils.distill.experts import (
+    ExpertConfig,
+    buffer_size_mib,
+    buffer_train_seconds,
+    expert_dir,
+    load_or_train_experts,
+    prepare_experts,
+)
+from utils.distill.method import PREPARATION_SECONDS
 from utils.distill.trajectory_matching import (
     MIN_LR,
     PAPER_SETTINGS,
@@ -154,6 +162,10 @@ def test_expert_buffers_are_cached(monkeypatch):
     folder = expert_dir(data, config, FIVE)
     on_disk = sum(p.stat().st_size for p in folder.glob("expert_*.pt")) / 2**20
     assert buffer_size_mib(data, config, FIVE) == pytest.approx(on_disk) and on_disk > 0
+    recorded = buffer_train_seconds(data, config, FIVE)
+    assert recorded > 0, "each expert records how long its training took"
+    assert prepare_experts(data, config, FIVE)[PREPARATION_SECONDS] == round(recorded, 1), \
+        "a reused buffer reports the training time it took when it was trained"
     load_or_train_experts(data, ExpertConfig(num_experts=3, epochs=2, architecture="ConvNetW8"), FIVE)
     assert calls == [5, 6, 7]  # only the new expert
     load_or_train_experts(data, ExpertConfig(num_experts=1, epochs=3, architecture="ConvNetW8"), FIVE)

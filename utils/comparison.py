@@ -13,6 +13,7 @@ import torch
 
 from utility import hardware_name
 from utils.distill import METHODS, find_synthetic
+from utils.distill.method import PREPARATION_SECONDS
 from utils.results import atomic_write, code_commit, display_frame, mean_std, read_metadata, read_table, std_column
 from utils.study import FLOOR
 from utils.synthetic import parse_synthetic_name
@@ -336,6 +337,22 @@ def published_table() -> pd.DataFrame:
               "source": f"{COURSE_REPORT}, {c.source}"}
              for c in COURSE_NUMBERS if c.notebook in ("02", "06", "07")]
     return pd.DataFrame(rows)
+
+
+def preparation_seconds(results_dir: str | Path) -> dict[tuple[str, str], float]:
+    """Compute seconds a method spends before it distils (MTT's expert buffers), per (method label, dataset), from
+    the table its record names (`Method.preparation_table`); methods without one, or whose table is missing, have
+    none."""
+    found = {}
+    for record in METHODS.values():
+        path = Path(results_dir) / "tables" / f"{record.preparation_table}.csv"
+        if record.preparation_table is None or not path.exists():
+            continue
+        table = read_table(path)
+        if PREPARATION_SECONDS in table.columns:
+            found.update({(record.label, row["dataset"]): float(row[PREPARATION_SECONDS])
+                          for row in table.to_dict("records")})
+    return found
 
 
 def course_vs_run(results_dir: str | Path, notebook: str) -> pd.DataFrame:

@@ -124,10 +124,13 @@ def scatter(x: list[float], y: list[float], labels: list[str], xlabel: str, ylab
     return fig
 
 
-def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=None) -> plt.Figure:
+def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=None,
+                     preparation: dict[tuple[str, str], float] | None = None) -> plt.Figure:
     """One panel per dataset: each distilled set's score (column per dataset in `score_columns`, its std beside it,
-    drawn with ± std error bars) against its distillation time; colour = method, filled = real init, hollow = noise
-    init, size = ipc. Rows of `floor` (random real subsets) are dashed reference lines with a ± std band."""
+    drawn with ± std error bars) against its compute time; colour = method, filled = real init, hollow = noise
+    init, size = ipc. Rows of `floor` (random real subsets) are dashed reference lines with a ± std band. A method
+    with `preparation` seconds for the dataset ((method, dataset): MTT's expert buffers) is placed at its
+    distillation plus preparation time, the preparation drawn as a bar from its distillation time to there."""
     datasets = list(dict.fromkeys(table["dataset"]))
     methods = list(dict.fromkeys(table["method"]))
     colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
@@ -137,7 +140,11 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
         for r in table[table["dataset"] == dataset].to_dict("records"):
             score, std = mean_std(r, column)
             colour = colours[r["method"]]
-            x = max(float(r["distillation time (s)"]), 1.0)
+            distilling = max(float(r["distillation time (s)"]), 1.0)
+            x = distilling + (preparation or {}).get((r["method"], dataset), 0.0)
+            if x > distilling:
+                ax.plot([distilling, x], [score, score], color=colour, linewidth=4, alpha=0.35, zorder=1,
+                        solid_capstyle="butt")
             ax.errorbar(x, score, yerr=std, color=colour, capsize=3, linewidth=1, zorder=2)
             ax.scatter(x, score, s=20 + 2 * int(r["ipc"]), color=colour if r["init"] == "real" else "white",
                        edgecolors=colour, linewidths=1.5, zorder=3)
@@ -154,7 +161,7 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
         ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))   # labelled at 1, 2, 5 x 10^k s
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        ax.set(title=dataset, xlabel="distillation time (s, log scale)", ylabel=f"{column.replace(' (%)', '')} (%)")
+        ax.set(title=dataset, xlabel="compute time (s, log scale)", ylabel=f"{column.replace(' (%)', '')} (%)")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=m) for m, c in colours.items()]
     handles += [plt.Line2D([], [], marker="o", linestyle="", color="grey", label="real init"),
@@ -162,6 +169,9 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
                            label="noise init")]
     if floor is not None and len(floor):
         handles.append(plt.Line2D([], [], color="black", linestyle="--", label="random real (± std)"))
+    if preparation:
+        handles.append(plt.Line2D([], [], color="grey", linewidth=4, alpha=0.35,
+                                  label="time before distilling (MTT: expert buffers)"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
     fig.suptitle(f"{title}\n(mean ± std over networks; marker size grows with images per class)", fontsize=10)
     fig.tight_layout(rect=(0, 0.06 + 0.05 * (len(handles) > 4), 1, 1))

@@ -24,6 +24,7 @@ from utils.augment import DSA, strategy_for
 from utils.data import Dataset, stratified_subset
 from utils.digest import config_hash, tensor_digest, versioned
 from utils.distill.base import check_positive_ints
+from utils.distill.method import PREPARATION_SECONDS
 from utils.executor import LOCAL, Executor
 from utils.paths import CacheFormatError, cache_dir, read_cache, require
 from utils.progress import progress
@@ -113,16 +114,18 @@ def load_or_train_experts(data: Dataset, config: ExpertConfig, context: RunConte
             if k not in training:
                 trajectories.append(list(found["trajectory"].unbind()))
                 continue
-            trajectory = training[k].result()
-            atomic_write(folder / f"expert_{k}.pt",
-                         partial(torch.save, {"key": key, "trajectory": torch.stack(trajectory)}))
+            trajectory, seconds = training[k].result()
+            atomic_write(folder / f"expert_{k}.pt", partial(torch.save, {
+                "key": key, "trajectory": torch.stack(trajectory), "train_seconds": seconds}))
             trajectories.append(trajectory)
     return trajectories
 
 
 def _read_expert(path: Path, epochs: int) -> dict:
-    """A cached expert: its key and a finite trajectory of `epochs` + 1 flat parameter vectors (else it raises)."""
-    saved = require(torch.load(path, weights_only=True), {"key": dict, "trajectory": torch.Tensor})
+    """A cached expert: its key, a finite trajectory of `epochs` + 1 flat parameter vectors and the seconds its
+    training took (else it raises)."""
+    saved = require(torch.load(path, weights_only=True),
+                    {"key": dict, "trajectory": torch.Tensor, "train_seconds": float})
     trajectory = saved["trajectory"]
     if trajectory.ndim != 2 or len(trajectory) != epochs + 1 or not torch.isfinite(trajectory).all():
         raise CacheFormatError(f"its trajectory is {trajectory.dtype} of shape {tuple(trajectory.shape)}; expected "
@@ -130,9 +133,11 @@ def _read_expert(path: Path, epochs: int) -> dict:
     return saved
 
 
-def _expert_unit(data: Dataset, config: ExpertConfig, context: RunContext) -> list[torch.Tensor]:
-    """One expert trajectory, whitened first when the configuration asks for ZCA."""
-    return train_expert(zca_whiten(data) if config.zca else data, config, context)
+def _expert_unit(data: Dataset, config: ExpertConfig, context: RunContext) -> tuple[list[torch.Tensor], float]:
+    """One expert trajectory, whitened first when the configuration asks for ZCA, and the seconds it took."""
+    start = time.perf_counter()
+    trajectory = train_expert(zca_whiten(data) if config.zca else data, config, context)
+    return trajectory, time.perf_counter() - start
 
 
 def buffer_size_mib(data: Dataset, config: ExpertConfig, context: RunContext) -> float:
@@ -142,12 +147,22 @@ def buffer_size_mib(data: Dataset, config: ExpertConfig, context: RunContext) ->
     return sum(os.path.getsize(p) for p in paths if p.exists()) / 2**20
 
 
+def buffer_train_seconds(data: Dataset, config: ExpertConfig, context: RunContext) -> float:
+    """Seconds the cached experts 0 .. num_experts - 1 of this configuration took to train (whenever they were)."""
+    folder = expert_dir(data, config, context)
+    found = [read_cache(folder / f"expert_{k}.pt", lambda p: _read_expert(p, config.epochs))
+             for k in range(config.num_experts)]
+    return sum(saved["train_seconds"] for saved in found if saved is not None)
+
+
 def prepare_experts(data: Dataset, config: ExpertConfig, context: RunContext,
                     executor: Executor = LOCAL) -> dict[str, float | int | str]:
-    """Train (or reuse) the expert buffer of `config` and report its size and the time it took here."""
+    """Train (or reuse) the expert buffer of `config` and report its size, the compute time of its training
+    (recorded with each expert, so a reused buffer reports it too) and the time it took here."""
     start = time.perf_counter()
     load_or_train_experts(data, config, context, executor)
     return {"dataset": data.name, "experts": config.num_experts, "epochs": config.epochs,
             "train images": config.train_images or len(data.x_train), "augmentation": "DSA" if config.dsa else "none",
             "disk (MiB)": round(buffer_size_mib(data, config, context), 1),
+            PREPARATION_SECONDS: round(buffer_train_seconds(data, config, context), 1),
             "time this run (s)": round(time.perf_counter() - start, 1)}

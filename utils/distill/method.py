@@ -12,6 +12,8 @@ from torch import nn
 from utility import RunContext
 from utils.data import Dataset
 
+PREPARATION_SECONDS = "training time (s)"
+
 
 @dataclass(frozen=True)
 class TrainingRuns:
@@ -78,6 +80,8 @@ class Method:
     inputs: Callable[[Dataset, Any, RunContext], dict[str, Any]] = no_inputs   # extra distiller arguments
     stand_ins: Callable[[Dataset, Any], dict[str, Any]] = no_stand_ins   # the dry run's stand-ins for `inputs`
     training: Callable[[Any], tuple[TrainingRuns, ...]] = no_training   # trained before distilling
+    # the table (per dataset, column `PREPARATION_SECONDS`) holding the compute time of what `training` trains
+    preparation_table: str | None = None
     timing: Callable[[Any, int], tuple[TimedIteration, ...]] = timed_as_is   # how the dry run times an iteration
 
     @property

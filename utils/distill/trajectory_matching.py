@@ -233,4 +233,4 @@ def _timing(config: TrajectoryMatchingConfig, ipc: int) -> tuple[TimedIteration,
 
 METHOD = Method(key="mtt", label="Trajectory matching", config=TrajectoryMatchingConfig, distiller=TrajectoryMatching,
                 notebook="06_trajectory_matching", check=_check, inputs=_experts, stand_ins=_random_experts,
-                training=_buffers, timing=_timing)
+                training=_buffers, timing=_timing, preparation_table="06_expert_buffers")

@@ -68,6 +68,15 @@ def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private DD_CACHE_DIR shared by one test module, so its data arrays are prepared once."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("cache")
+        patch.setenv("DD_CACHE_DIR", str(path))
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def _restore_torch_rng():
     """Keep tests independent of each other's use of the global torch RNG."""

@@ -48,15 +48,6 @@ def ray_executor(cluster):
     return RayExecutor(torch.device("cpu"))
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One cache for the module (the data arrays are prepared once); each study clears its other entries."""
-    with pytest.MonkeyPatch.context() as mp:
-        path = tmp_path_factory.mktemp("cache")
-        mp.setenv("DD_CACHE_DIR", str(path))
-        yield path
-
-
 def _study(notebook: str, executor, out, data_root, fresh: bool = True) -> pd.DataFrame:
     """Notebook 02's or 06's study in the smoke profile on MNIST (one dataset is enough to compare executors, and
     halves the time); `fresh`: nothing cached but the data arrays."""
@@ -86,16 +77,16 @@ def _same_results(a: pd.DataFrame, b: pd.DataFrame, out_a: Path, out_b: Path) ->
 
 
 @pytest.fixture(scope="module")
-def local_02(cache, tmp_path_factory, data_root):
+def local_02(module_cache, tmp_path_factory, data_root):
     """Notebook 02's study in process: the table, its results folder and a copy of its evaluation cache."""
     out = tmp_path_factory.mktemp("local_02")
     table = _study("02_gradient_matching", LOCAL, out, data_root)
     evaluations = tmp_path_factory.mktemp("evaluations_02")
-    shutil.copytree(cache / "evaluations", evaluations, dirs_exist_ok=True)
+    shutil.copytree(module_cache / "evaluations", evaluations, dirs_exist_ok=True)
     return table, out, evaluations
 
 
-def test_ray_study_equals_the_in_process_study_06(ray_executor, cache, tmp_path, data_root):
+def test_ray_study_equals_the_in_process_study_06(ray_executor, module_cache, tmp_path, data_root):
     local = _study("06_trajectory_matching", LOCAL, tmp_path / "local", data_root)
     distributed = _study("06_trajectory_matching", ray_executor, tmp_path / "ray", data_root)
     _same_results(local, distributed, tmp_path / "local", tmp_path / "ray")
@@ -123,14 +114,14 @@ def test_study_completes_when_a_worker_dies(local_02, ray_executor, tmp_path, da
     _same_results(table, distributed, out, tmp_path / "ray")
 
 
-def test_a_restarted_study_submits_only_the_missing_units(local_02, ray_executor, cache, tmp_path, data_root,
+def test_a_restarted_study_submits_only_the_missing_units(local_02, ray_executor, module_cache, tmp_path, data_root,
                                                           monkeypatch):
     """After a crash that lost one set and one evaluation, only those two units are submitted again."""
     table, out, evaluations = local_02
     shutil.copytree(out, tmp_path / "out")
-    shutil.rmtree(cache / "evaluations", ignore_errors=True)
-    shutil.copytree(evaluations, cache / "evaluations")
-    sorted((cache / "evaluations").glob("*.json"))[0].unlink()
+    shutil.rmtree(module_cache / "evaluations", ignore_errors=True)
+    shutil.copytree(evaluations, module_cache / "evaluations")
+    sorted((module_cache / "evaluations").glob("*.json"))[0].unlink()
     find_synthetic(tmp_path / "out")[0].unlink()
     submitted, submit = [], _RayPool.submit
 

@@ -18,17 +18,8 @@ from utils.paths import NOTEBOOKS_DIR
 from utils.synthetic import SyntheticSet, synthetic_path
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One private cache for the module, so CIFAR-10's arrays are prepared once."""
-    with pytest.MonkeyPatch.context() as patch:
-        path = tmp_path_factory.mktemp("cache")
-        patch.setenv("DD_CACHE_DIR", str(path))
-        yield path
-
-
 @pytest.fixture
-def run(tmp_path, cache, data_root):
+def run(tmp_path, module_cache, data_root):
     return start("explore", "smoke", str(data_root), str(tmp_path / "results"), 0, "cpu")
 
 

@@ -102,6 +102,12 @@ def load_or_train_experts(data: Dataset, config: ExpertConfig, context: RunConte
     Expert k is trained with seed `context.seed + k`; cached experts with a matching configuration are reused, and
     the missing ones are trained as units of `executor` (the driver writes each to the cache).
     """
+    return _experts_and_seconds(data, config, context, executor)[0]
+
+
+def _experts_and_seconds(data: Dataset, config: ExpertConfig, context: RunContext,
+                         executor: Executor) -> tuple[list[list[torch.Tensor]], float]:
+    """`load_or_train_experts`, and the seconds the experts took to train (recorded with each, whenever trained)."""
     key = expert_key(data, config, context)
     folder = cache_dir() / "experts" / config_hash(key)
     saved = [read_cache(folder / f"expert_{k}.pt", lambda p: _read_expert(p, config.epochs))
@@ -109,16 +115,18 @@ def load_or_train_experts(data: Dataset, config: ExpertConfig, context: RunConte
     with executor.pool(f"experts {data.name}", unit="expert") as pool:
         training = {k: pool.submit(_expert_unit, data, config, context.with_seed(context.seed + k))
                     for k, found in enumerate(saved) if found is None or found["key"] != key}
-        trajectories = []
+        trajectories, total_seconds = [], 0.0
         for k, found in enumerate(saved):
             if k not in training:
                 trajectories.append(list(found["trajectory"].unbind()))
+                total_seconds += found["train_seconds"]
                 continue
             trajectory, seconds = training[k].result()
             atomic_write(folder / f"expert_{k}.pt", partial(torch.save, {
                 "key": key, "trajectory": torch.stack(trajectory), "train_seconds": seconds}))
             trajectories.append(trajectory)
-    return trajectories
+            total_seconds += seconds
+    return trajectories, total_seconds
 
 
 def _read_expert(path: Path, epochs: int) -> dict:
@@ -147,22 +155,14 @@ def buffer_size_mib(data: Dataset, config: ExpertConfig, context: RunContext) ->
     return sum(os.path.getsize(p) for p in paths if p.exists()) / 2**20
 
 
-def buffer_train_seconds(data: Dataset, config: ExpertConfig, context: RunContext) -> float:
-    """Seconds the cached experts 0 .. num_experts - 1 of this configuration took to train (whenever they were)."""
-    folder = expert_dir(data, config, context)
-    found = [read_cache(folder / f"expert_{k}.pt", lambda p: _read_expert(p, config.epochs))
-             for k in range(config.num_experts)]
-    return sum(saved["train_seconds"] for saved in found if saved is not None)
-
-
 def prepare_experts(data: Dataset, config: ExpertConfig, context: RunContext,
                     executor: Executor = LOCAL) -> dict[str, float | int | str]:
     """Train (or reuse) the expert buffer of `config` and report its size, the compute time of its training
     (recorded with each expert, so a reused buffer reports it too) and the time it took here."""
     start = time.perf_counter()
-    load_or_train_experts(data, config, context, executor)
+    _, train_seconds = _experts_and_seconds(data, config, context, executor)
     return {"dataset": data.name, "experts": config.num_experts, "epochs": config.epochs,
             "train images": config.train_images or len(data.x_train), "augmentation": "DSA" if config.dsa else "none",
             "disk (MiB)": round(buffer_size_mib(data, config, context), 1),
-            PREPARATION_SECONDS: round(buffer_train_seconds(data, config, context), 1),
+            PREPARATION_SECONDS: round(train_seconds, 1),
             "time this run (s)": round(time.perf_counter() - start, 1)}

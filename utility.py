@@ -222,11 +222,13 @@ class SyntheticEvaluation:
 def evaluate_training_set(x: torch.Tensor, y: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor], *,
                           channels: int, num_classes: int, im_size: tuple[int, int], architecture: str = "ConvNet",
                           n_models: int = 5, epochs: int = 300, lr: float = 0.01, batch_size: int = 256,
-                          augment: Augment | None = None, seed: int = 0, device: str | torch.device = "auto",
-                          precision: str = "auto", progress: bool = True) -> SyntheticEvaluation:
+                          schedule: str = "step", augment: Augment | None = None, seed: int = 0,
+                          device: str | torch.device = "auto", precision: str = "auto",
+                          progress: bool = True) -> SyntheticEvaluation:
     """The distilled-set protocol: train `n_models` fresh networks on (x, y), test each on the real test set.
 
-    SGD (momentum 0.9, weight decay 5e-4), lr divided by 10 at half the epochs, batch 256; mean ± std over models.
+    SGD (momentum 0.9, weight decay 5e-4), lr divided by 10 at half the epochs (`schedule='step'`, the DC protocol)
+    or annealed by a cosine (`'cosine'`, the ECE1512 course report's), batch 256; mean ± std over models.
     """
     device = device if isinstance(device, torch.device) else get_device(device)
     precision = resolve_precision(precision, device)
@@ -234,8 +236,8 @@ def evaluate_training_set(x: torch.Tensor, y: torch.Tensor, test: tuple[torch.Te
     for k in progress_bar(range(n_models), desc=f"evaluate {architecture}", unit="model", disable=not progress):
         set_seed(seed + k)
         model = get_network(architecture, channels, num_classes, im_size).to(device)
-        history = train(model, x.detach(), y, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-                        precision=precision)
+        history = train(model, x.detach(), y, epochs=epochs, lr=lr, batch_size=batch_size, schedule=schedule,
+                        augment=augment, precision=precision)
         runs.append(evaluate(model, *test, precision=precision))
         seconds.append(history.train_seconds)
     return SyntheticEvaluation(architecture, runs, seconds)

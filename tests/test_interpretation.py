@@ -68,10 +68,24 @@ def test_dsa_effect_signs_the_change():
                                     **{"accuracy (%)": "32.50 ± 0.10"}),
                           study_row("Gradient matching + DSA", "noise", "25.00 ± 0.10",
                                     **{"accuracy (%)": "26.00 ± 0.10"})])
-    text = interpretation.dsa_effect(table)
+    text = interpretation.protocol_effect(table)
     assert "real init on CIFAR10 (ipc 10): training with DSA changes accuracy by +1.00 points" in text
     assert "noise init on CIFAR10 (ipc 10): training with DSA changes accuracy by -1.00 points" in text
-    assert "DSA helps by more than both stds on 1 of 2 sets" in text
+    assert "Training with DSA raises accuracy by more than both stds on 1 of 2 sets" in text
+
+
+def test_protocol_effect_compares_the_headline_with_the_course_protocol_floor_included():
+    course = interpretation.COURSE_COLUMN
+    table = numeric_table([study_row(FLOOR, "-", "30.00 ± 1.00", **{course: "25.00 ± 1.00"}),
+                           study_row("Gradient matching + DSA", "real", "40.00 ± 0.50", **{course: "31.00 ± 0.50"}),
+                           study_row("Gradient matching + DSA", "noise", "38.00 ± 0.50")])
+    text = interpretation.protocol_effect(table, second=course, change="the headline protocol",
+                                          other="the course report's way")
+    assert "random real on CIFAR10 (ipc 10): the headline protocol changes accuracy by +5.00 points" in text
+    assert "(40.00 ± 0.50 vs 31.00 ± 0.50 the course report's way)" in text
+    assert "on 2 of 2 sets" in text   # the noise set has no course-protocol number: left out, not invented
+    gaps = interpretation.floor_gaps(table, column=course)
+    assert "beats the random-real floor by 6.00 points (31.00 ± 0.50 vs 25.00 ± 1.00)" in gaps
 
 
 def test_method_comparison_orders_methods_and_gives_the_leaders_margin():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import nbformat
 import pytest
@@ -20,14 +20,15 @@ REPORTED = ("cpu", "paper")   # the profiles whose results a report shows; smoke
 def runs(profile: Profile, number: str) -> dict[str, set]:
     """What notebook `number` runs under `profile`: initialisations, evaluation variants, images per class."""
     study, mhist, cross, nas = profile.study, profile.mhist, profile.cross_arch, profile.nas
-    every = {"inits": set(study.inits) | set(mhist.inits), "variants": set(study.variants) | {"dsa"},
+    also = set(profile.evaluation.also)   # the studies' extra protocols (02, 05, 06, 07)
+    every = {"inits": set(study.inits) | set(mhist.inits), "variants": set(study.variants) | {"dsa"} | also,
              "ipcs": set(study.ipcs) | set(mhist.ipcs)}
-    return {"02": {"inits": set(study.inits), "variants": set(study.variants), "ipcs": set(study.ipcs)},
+    return {"02": {"inits": set(study.inits), "variants": set(study.variants) | also, "ipcs": set(study.ipcs)},
             "03": {"inits": set(cross.inits), "variants": {"plain"}, "ipcs": set(cross.ipcs)},
             "04": {"inits": {nas.init}, "variants": {"plain"}, "ipcs": {nas.ipc}},
-            "05": {"inits": set(mhist.inits), "variants": {"dsa"}, "ipcs": set(mhist.ipcs)},
-            "06": {"inits": set(study.inits), "variants": {"dsa"}, "ipcs": set(study.ipcs)},
-            "07": {"inits": set(study.inits), "variants": {"dsa"}, "ipcs": set(study.ipcs)}}.get(number, every)
+            "05": {"inits": set(mhist.inits), "variants": {"dsa"} | also, "ipcs": set(mhist.ipcs)},
+            "06": {"inits": set(study.inits), "variants": {"dsa"} | also, "ipcs": set(study.ipcs)},
+            "07": {"inits": set(study.inits), "variants": {"dsa"} | also, "ipcs": set(study.ipcs)}}.get(number, every)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ CLAIMS = (
           lambda run, _: "noise" in run["inits"]),
     Claim("evaluation without DSA", r"\bwith and without DSA\b|\bwithout DSA augmentation\b",
           lambda run, _: "plain" in run["variants"]),
+    Claim("evaluation under the course report's protocol", r"\bcourse protocol\b|\bway the course report trained\b"
+          r"|\bthe course report trained its evaluation\b",
+          lambda run, _: "course" in run["variants"]),
     Claim("set sizes", r"\bipc (\d+)(?:,? and (\d+))?\b(?! *=)",
           lambda run, m: all(int(g) in run["ipcs"] for g in m.groups() if g)),
 )
@@ -78,3 +82,15 @@ def test_a_claim_the_profile_does_not_run_is_found(tmp_path):
     found = broken_claims(path, PROFILES["cpu"])   # cpu: MHIST from real images only, ipc 10 and 50
     assert len(found) == 1 and found[0].startswith("noise initialisation: 'Every method distils")
     assert broken_claims(path, PROFILES["paper"]) == []
+
+
+def test_a_course_protocol_claim_needs_the_profile_to_evaluate_that_way(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("Every set is also evaluated the way the course report trained its "
+                                              "evaluation networks.")]
+    path = tmp_path / "07_distribution_matching.ipynb"
+    nbformat.write(nb, path)
+    assert broken_claims(path, PROFILES["cpu"]) == []
+    without = replace(PROFILES["cpu"], evaluation=replace(PROFILES["cpu"].evaluation, also=()))
+    assert [claim.split(":")[0] for claim in broken_claims(path, without)] == [
+        "evaluation under the course report's protocol"]

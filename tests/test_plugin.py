@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import pandas as pd
 import pytest
 import torch
 
@@ -83,6 +84,9 @@ def test_a_registered_method_runs_through_a_smoke_study(registered, tmp_path, tm
     assert table["method"].tolist() == ["random real", "Mean matching (toy)", "Mean matching (toy)"]
     assert table["accuracy with DSA (%)"].notna().all() and "accuracy (%)" not in table.columns, \
         "evaluated like every method: DSA only"
+    assert table["accuracy, course protocol (%)"].notna().all(), "every set and the floor, the course's way too"
+    curve = pd.read_csv(tmp_path / "tables" / "09_toy_curves.csv")
+    assert curve.groupby("init")["iteration"].apply(list).to_dict() == {"noise": [0, 1, 2], "real": [0, 1, 2]}
     saved = find_synthetic(tmp_path)
     assert [p.name for p in saved] == ["toy_MNIST_ipc1_noise.pt", "toy_MNIST_ipc1_real.pt"]
     distilled = SyntheticSet.load(saved[0])

@@ -10,13 +10,24 @@ import pytest
 import torch
 from fakes import Counter
 
+import utility
 from utility import SyntheticEvaluation
 from utils import pipeline
 from utils.distill.base import run_distillation
 from utils.nas import ceiling
-from utils.profiles import CrossArchSettings, get_profile
-from utils.study import FLOOR, SetResult, curve_table, merge_evaluations, snapshot_iterations
-from utils.synthetic import SyntheticSet
+from utils.notebook import start
+from utils.profiles import CrossArchSettings, EvaluationSettings, get_profile
+from utils.study import (
+    FLOOR,
+    SetResult,
+    SetUnit,
+    curve_sets,
+    curve_table,
+    merge_evaluations,
+    protocol_settings,
+    snapshot_iterations,
+)
+from utils.synthetic import SyntheticSet, initial_images
 
 CPU = torch.device("cpu")
 
@@ -65,11 +76,63 @@ def test_a_resumed_run_keeps_the_snapshots_taken_before_the_interruption(tmp_cac
 def test_curve_table_ends_with_the_final_evaluation_and_skips_floors():
     floor = SetResult(FLOOR, "CIFAR10", 10, "-", {"dsa": evaluation(0.3, 0.3)})
     distilled = SetResult("Distribution matching", "CIFAR10", 10, "real", {"dsa": evaluation(0.40, 0.42)},
-                          iterations=800, curve={400: evaluation(0.38)})
+                          iterations=800, curve={0: evaluation(0.30), 400: evaluation(0.38)})
     table = curve_table([floor, distilled])
-    assert table["iteration"].tolist() == [400, 800]
-    assert table["accuracy (%)"].tolist() == [38.0, 41.0]
-    assert table["models"].tolist() == [1, 2]
+    assert table["iteration"].tolist() == [0, 400, 800]
+    assert table["accuracy (%)"].tolist() == [30.0, 38.0, 41.0]
+    assert table["models"].tolist() == [1, 1, 2]
+
+
+def test_a_curve_starts_at_iteration_0_with_the_images_the_distiller_started_from():
+    data = SimpleNamespace(num_classes=3, channels=1, im_size=(4, 4))
+    run = SimpleNamespace(seed=7, profile=get_profile("cpu"))
+    snap = {"images": torch.ones(6, 1, 4, 4), "lr": 0.02}
+    mtt = SyntheticSet(torch.zeros(6, 1, 4, 4), torch.arange(3).repeat_interleave(2), "MNIST", [0.0], [1.0],
+                       config={"method_config": {"lr_teacher": 0.001}}, snapshots={5: snap})
+    points = curve_sets(run, SetUnit(data, 2, "mtt", "noise"), mtt, data)
+    assert sorted(points) == [0, 5] and points[5][1] == 0.02
+    started, _ = initial_images(data, 2, "noise", torch.Generator().manual_seed(7))
+    torch.testing.assert_close(points[0][0], started)
+    assert points[0][1] == 0.001, "MTT's learnable lr starts at lr_teacher"
+    mtt.config["method_config"]["lr_teacher"] = run.profile.evaluation.lr
+    assert curve_sets(run, SetUnit(data, 2, "mtt", "noise"), mtt, data)[0][1] is None, "the evaluation lr: one entry"
+    assert curve_sets(run, SetUnit(data, 2, "gm", "noise"), SyntheticSet(
+        mtt.images, mtt.labels, "MNIST", [0.0], [1.0]), data) == {}, "no snapshots, no curve"
+
+
+def test_every_profile_with_a_curve_has_at_least_three_points():
+    for name in ("smoke", "cpu"):
+        settings = get_profile(name).evaluation
+        inside = snapshot_iterations(15, settings.curve_points)
+        assert len({0, *inside, 15}) >= 3, name
+
+
+def test_the_course_protocol_fixes_its_epochs_lr_and_schedule_and_keeps_the_studys_other_settings():
+    assert protocol_settings("course", 0.2, epochs=300, architecture="ConvNetD4W32", n_models=5) == {
+        "epochs": 20, "lr": 0.01, "schedule": "cosine", "dsa": False, "architecture": "ConvNetD4W32", "n_models": 5}
+    assert protocol_settings("dsa", 0.2, epochs=300) == {"epochs": 300, "lr": 0.2, "dsa": True, "schedule": "step"}
+    with pytest.raises(ValueError, match="protocol 'courses'; allowed: plain, dsa, course"):
+        protocol_settings("courses")
+    with pytest.raises(ValueError, match="'cours' in also; allowed: plain, dsa, course"):
+        EvaluationSettings(also=("cours",))
+
+
+def test_an_evaluation_trains_with_the_schedule_it_is_given(monkeypatch, tmp_path, data_root):
+    schedules = []
+    real_train = utility.train
+
+    def spy(*args, schedule="step", **kwargs):
+        schedules.append(schedule)
+        return real_train(*args, schedule=schedule, **kwargs)
+
+    monkeypatch.setattr(utility, "train", spy)
+    run = start("02_gradient_matching", "smoke", str(data_root), str(tmp_path), 0, "cpu")
+    data = SimpleNamespace(x_test=torch.randn(8, 1, 28, 28), y_test=torch.arange(8) % 2, channels=1, num_classes=2,
+                           im_size=(28, 28))
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 0, 1])
+    run.evaluate(x, y, data, n_models=1, epochs=1, schedule="cosine")
+    run.evaluate(x, y, data, n_models=1, epochs=1)
+    assert schedules == ["cosine", "step"]
 
 
 def test_merged_floor_keeps_every_network_of_every_subset():

@@ -14,8 +14,9 @@ import torch
 from utility import hardware_name
 from utils.distill import METHODS, find_synthetic
 from utils.distill.method import PREPARATION_SECONDS
+from utils.profiles import PROTOCOLS, EvaluationSettings
 from utils.results import atomic_write, code_commit, display_frame, mean_std, read_metadata, read_table, std_column
-from utils.study import FLOOR
+from utils.study import FLOOR, protocol_words
 from utils.synthetic import parse_synthetic_name
 
 # every method notebook's table (in notebook order), then MHIST's
@@ -44,6 +45,7 @@ class CourseNumber:
     table: str = ""
     match: tuple[tuple[str, str], ...] = ()
     column: str = ""
+    course_column: str = ""   # this run's counterpart under the course report's own protocol, where evaluated
 
 
 # The course report's accuracies of ConvNets trained with DSA on its ipc-10 distilled sets, as printed there:
@@ -62,6 +64,9 @@ COURSE_DISTILLED = (
     ("mtt", "CIFAR10", "noise", 35.97, "Table 6"),
 )
 
+# A study table's accuracy under the course report's own evaluation protocol (`utils.profiles.PROTOCOLS['course']`).
+COURSE_PROTOCOL = f"accuracy{PROTOCOLS['course'].label} (%)"
+COURSE_PROTOCOL_WORDS = protocol_words("course", EvaluationSettings())
 # Every number this repository quotes from the course report, in one place (GPU, ConvNet unless named). `source` is
 # its table where issue 26 names it (the distilled sets), else the experiment.
 _GM = "Gradient matching + DSA"
@@ -86,12 +91,12 @@ COURSE_NUMBERS = (
       for depth, value in zip((1, 2, 4), values)),
     *(CourseNumber(METHODS[method].number, f"{dataset}, {METHODS[method].label}, ipc 10, {init} init", value, "%",
                    source, METHODS[method].notebook, (("dataset", dataset), ("ipc", "10"), ("init", init)),
-                   "accuracy with DSA (%)")
+                   "accuracy with DSA (%)", COURSE_PROTOCOL)
       for method, dataset, init, value, source in COURSE_DISTILLED),
 )
 # Every study evaluates with DSA, so that accuracy is the common column; the others are empty where not measured.
 PLAIN = "accuracy (%)"
-SCORES = ["accuracy with DSA (%)", "balanced accuracy with DSA (%)", "accuracy without DSA (%)"]
+SCORES = ["accuracy with DSA (%)", "balanced accuracy with DSA (%)", "accuracy without DSA (%)", COURSE_PROTOCOL]
 COLUMNS = ["method", "dataset", "ipc", "init", *(c for score in SCORES for c in (score, std_column(score))),
            "models", "iterations", "distillation time (s)", "peak memory (MiB)"]
 
@@ -348,24 +353,35 @@ def preparation_seconds(results_dir: str | Path) -> dict[tuple[str, str], float]
     return found
 
 
+RUN_HEADLINE = "this run, headline protocol"   # the section's protocol card (the studies: 300 epochs with DSA)
+RUN_COURSE = "this run, course protocol"       # `utils.profiles.PROTOCOLS['course']`, the course report's own
+
+
+def _counterpart(table: pd.DataFrame, c: CourseNumber, column: str) -> tuple[float, float | None] | None:
+    """(mean, std) of `column` in the row of `table` that `c` matches (std None where the table has no std column:
+    one network), None where the table has no such row or column."""
+    if not column or column not in table.columns or not all(k in table.columns for k, _ in c.match):
+        return None
+    found = table[np.logical_and.reduce([table[k].astype(str) == v for k, v in c.match])]
+    ours = mean_std(found.iloc[0], column) if len(found) else None
+    return ours if ours is None or std_column(column) in found.columns else (ours[0], None)
+
+
 def course_vs_run(results_dir: str | Path, notebook: str) -> pd.DataFrame:
-    """The course report's numbers of one notebook beside this run's counterparts (empty where this run has none,
-    e.g. a search on another dataset); no rows when the course report has no number for the notebook."""
+    """The course report's numbers of one notebook beside this run's counterparts, under this run's headline
+    protocol and, where evaluated, the course report's own (empty where this run has none, e.g. a search on
+    another dataset); no rows when the course report has no number for the notebook."""
     rows = []
     for c in (c for c in COURSE_NUMBERS if c.notebook == notebook):
         path = Path(results_dir) / "tables" / f"{c.table}.csv"
-        ours = None
-        if c.table and path.exists():
-            table = read_table(path)
-            found = table[np.logical_and.reduce([table[k].astype(str) == v for k, v in c.match])] \
-                if all(k in table.columns for k, _ in c.match) else table.iloc[:0]
-            ours = mean_std(found.iloc[0], c.column) if len(found) and c.column in found.columns else None
-            if ours is not None and std_column(c.column) not in found.columns:
-                ours = (ours[0], None)   # one network: no std
-        rows.append({"what": c.what, "unit": c.unit, "course report": c.value, "course report: where": c.source,
-                     "this run": ours[0] if ours else None, "this run std": ours[1] if ours else None})
-    return pd.DataFrame(rows, columns=["what", "unit", "course report", "course report: where", "this run",
-                                       "this run std"])
+        table = read_table(path) if c.table and path.exists() else pd.DataFrame()
+        row = {"what": c.what, "unit": c.unit, "course report": c.value, "course report: where": c.source}
+        for name, column in ((RUN_HEADLINE, c.column), (RUN_COURSE, c.course_column)):
+            ours = _counterpart(table, c, column)
+            row.update({name: ours[0] if ours else None, std_column(name): ours[1] if ours else None})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["what", "unit", "course report", "course report: where", RUN_HEADLINE,
+                                       std_column(RUN_HEADLINE), RUN_COURSE, std_column(RUN_COURSE)])
 
 
 def write_summary(results_dir: str | Path, ours: pd.DataFrame, best: pd.DataFrame, figure: str,

@@ -40,8 +40,8 @@ from utils.augment import DSA, strategy_for
 from utils.data import CLASS_NAMES, Dataset
 from utils.distill import METHODS, DistillTask
 from utils.distill.base import PeakMemory
-from utils.profiles import PROFILES, Profile
-from utils.study import VARIANT_LABELS, VARIANTS, curve_variant, floor_networks
+from utils.profiles import PROFILES, PROTOCOLS, Profile
+from utils.study import curve_variant, floor_networks
 
 # channels, image side (None: the profile's MHIST resolution), training images of each dataset
 SHAPES = {"MNIST": (1, 28, 60000), "CIFAR10": (3, 32, 50000), "MHIST": (3, None, 2175)}
@@ -95,9 +95,9 @@ def _distillation(notebook: str, method: str, dataset: str, side: int, ipc: int,
 
 def _evaluations(notebook: str, label: str, dataset: str, side: int, architecture: str, images: int, runs: int,
                  budgets: tuple[tuple[int, str], ...]) -> list[Unit]:
-    """One training unit per (epochs, evaluation variant of `utils.study.VARIANTS`) budget of an evaluation."""
-    return [_train_units(notebook, f"evaluate {label}{VARIANT_LABELS[v]} ({e} epochs)", dataset, side, architecture,
-                         images, runs, e, dsa=VARIANTS[v]) for e, v in budgets]
+    """One training unit per (epochs, evaluation protocol of `utils.profiles.PROTOCOLS`) budget of an evaluation."""
+    return [_train_units(notebook, f"evaluate {label}{PROTOCOLS[v].label} ({e} epochs)", dataset, side, architecture,
+                         images, runs, e, dsa=PROTOCOLS[v].dsa) for e, v in budgets]
 
 
 def profile_units(profile: Profile) -> list[Unit]:
@@ -107,14 +107,16 @@ def profile_units(profile: Profile) -> list[Unit]:
         units.append(_train_units("01", f"baseline {name}", name, _side(name, profile), "ConvNet",
                                   profile.baseline.train_images or SHAPES[name][2], 1, profile.baseline.epochs))
     evaluation, study = profile.evaluation, profile.study
-    epochs = {"plain": evaluation.epochs, "dsa": evaluation.dsa_epochs}
+    epochs = {name: p.epochs or (evaluation.dsa_epochs if p.dsa else evaluation.epochs)
+              for name, p in PROTOCOLS.items()}
     floor_runs = floor_networks(evaluation.n_models, evaluation.floor_subsets)
-    curve_runs = evaluation.curve_points * evaluation.curve_models
+    curve_runs = (evaluation.curve_points + 1) * evaluation.curve_models   # iteration 0 and the snapshots
     floors_listed: set[tuple[str, int, str]] = set()   # the floor is evaluated once per variant, then cached
     for record in sorted(METHODS.values(), key=lambda record: record.notebook):
         notebook, method = record.number, record.key
         variants = record.variants or study.variants
         curve = curve_variant(variants)
+        variants = evaluation.protocols(variants)
         curve_budget = ((epochs[curve], curve),)
         for name in study.datasets:
             side = _side(name, profile)
@@ -153,10 +155,11 @@ def profile_units(profile: Profile) -> list[Unit]:
     mhist = profile.mhist
     units.append(_train_units("05", "baseline MHIST", "MHIST", mhist.im_size, mhist.architecture, SHAPES["MHIST"][2],
                               1, mhist.baseline_epochs))
+    also = tuple((epochs[p], p) for p in evaluation.also if p != "dsa")
     for ipc in mhist.ipcs:
         units += _evaluations("05", f"random real MHIST ipc{ipc}", "MHIST", mhist.im_size, mhist.architecture,
                               2 * ipc, floor_networks(mhist.n_models, evaluation.floor_subsets),
-                              ((mhist.eval_epochs, "dsa"),))
+                              ((mhist.eval_epochs, "dsa"), *also))
         for method in METHODS:
             for init in mhist.inits:
                 units += _distillation("05", method, "MHIST", mhist.im_size, ipc, init,
@@ -164,6 +167,8 @@ def profile_units(profile: Profile) -> list[Unit]:
                 units += _evaluations("05", f"{method} MHIST ipc{ipc} {init}", "MHIST", mhist.im_size,
                                       mhist.architecture, 2 * ipc, mhist.n_models + curve_runs,
                                       ((mhist.eval_epochs, "dsa"),))
+                units += _evaluations("05", f"{method} MHIST ipc{ipc} {init}", "MHIST", mhist.im_size,
+                                      mhist.architecture, 2 * ipc, mhist.n_models, also)
     return _unique(units)
 
 

@@ -14,7 +14,9 @@ from utils.study import FLOOR
 
 DSA_COLUMN = "accuracy with DSA (%)"
 PLAIN_COLUMN = "accuracy (%)"
+COURSE_COLUMN = "accuracy, course protocol (%)"   # `utils.profiles.PROTOCOLS['course']`
 BALANCED_COLUMN = "balanced accuracy with DSA (%)"
+BALANCED_COURSE_COLUMN = "balanced accuracy, course protocol (%)"
 MAJORITY = "majority class"
 FULL = "full training set"
 REFERENCES = (FLOOR, MAJORITY, FULL)   # rows that are not distilled sets
@@ -105,24 +107,35 @@ def init_comparison(table: pd.DataFrame, column: str = DSA_COLUMN) -> str:
     return f"**Real vs noise initialisation ({_label(column)}).**\n\n" + "\n".join(lines)
 
 
-def dsa_effect(table: pd.DataFrame, with_dsa: str = DSA_COLUMN, without: str = PLAIN_COLUMN) -> str:
-    """For each set, how much training the evaluation networks with DSA changes accuracy."""
+def protocol_effect(table: pd.DataFrame, first: str = DSA_COLUMN, second: str = PLAIN_COLUMN,
+                    change: str = "training with DSA", other: str = "without") -> str:
+    """For each set, how much evaluating it as column `first` says instead of as `second` (e.g. with DSA instead
+    of without, or the headline protocol instead of the course report's) changes accuracy; `change` names the
+    switch and `other` the second column, in prose."""
     lines, helped = [], 0
     for _, row in table.iterrows():
-        if with_dsa not in row or without not in row:
+        if first not in row or second not in row:
             continue
-        a, b = mean_std(row, with_dsa), mean_std(row, without)
+        a, b = mean_std(row, first), mean_std(row, second)
         if a is None or b is None:
             continue
         gap = round(a[0] - b[0], 2)
         helped += gap > max(a[1], b[1])
         name = _set_name(row) if row["method"] != FLOOR else f"random real on {row['dataset']} (ipc {row['ipc']})"
-        lines.append(f"- {name}: training with DSA changes accuracy by {gap:+.2f} points ({shown(a)} vs "
-                     f"{shown(b)} without), {_spread(gap, (a[1], b[1]))}.")
+        lines.append(f"- {name}: {change} changes accuracy by {gap:+.2f} points ({shown(a)} vs "
+                     f"{shown(b)} {other}), {_spread(gap, (a[1], b[1]))}.")
     if not lines:
-        return "No set was evaluated both with and without DSA."
-    return (f"**Training with vs without DSA.** DSA helps by more than both stds on {helped} of {len(lines)} sets.\n\n"
-            + "\n".join(lines))
+        return f"No set was evaluated both ways ('{_label(first)}' and '{_label(second)}')."
+    return (f"**{_title(first)} vs {_label(second)}.** {change[:1].upper()}{change[1:]} raises accuracy by more "
+            f"than both stds on {helped} of {len(lines)} sets.\n\n" + "\n".join(lines))
+
+
+def course_protocol(table: pd.DataFrame, headline: str = DSA_COLUMN, course: str = COURSE_COLUMN) -> str:
+    """The sets under the course report's own evaluation protocol (column `course`): each against the random-real
+    floor trained the same way, and what this run's headline protocol (column `headline`) changes."""
+    return (floor_gaps(table, column=course) + "\n\n" +
+            protocol_effect(table, headline, course, change="the headline protocol instead of the course report's",
+                            other="trained the course report's way"))
 
 
 def method_comparison(table: pd.DataFrame, column: str = DSA_COLUMN) -> str:

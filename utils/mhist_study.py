@@ -14,9 +14,10 @@ from utils.distill import METHODS
 from utils.full_training import FullTrainingConfig, train_full
 from utils.metrics import classification_metrics
 from utils.notebook import NotebookRun
-from utils.study import SetResult, SetUnit, study_sets, write_curves
+from utils.study import SetResult, SetUnit, protocol_caption, study_sets, write_curves
 
 METRICS = ("accuracy", "balanced_accuracy", "auc")
+VARIANTS = ("dsa",)   # the headline evaluation: trained with DSA (flip and rotate suit histology)
 
 
 def majority_floor(data: Dataset) -> dict[str, float]:
@@ -38,7 +39,7 @@ def baseline(run: NotebookRun, data: Dataset) -> dict:
 def distilled_sets(run: NotebookRun, data: Dataset, prefix: str) -> tuple[list[SetResult], dict]:
     """Floors and every registered method's sets for each ipc and init, evaluated with DSA training."""
     s = run.profile.mhist
-    evaluation = {"variants": ("dsa",), "architecture": s.architecture, "epochs": s.eval_epochs,
+    evaluation = {"variants": VARIANTS, "architecture": s.architecture, "epochs": s.eval_epochs,
                   "n_models": s.n_models}
     units = []
     for ipc in s.ipcs:
@@ -50,6 +51,14 @@ def distilled_sets(run: NotebookRun, data: Dataset, prefix: str) -> tuple[list[S
     synthetic = {(unit.method, unit.ipc, unit.init): synthetic
                  for unit, (_, synthetic) in zip(units, studied) if unit.method}
     return [result for result, _ in studied], synthetic
+
+
+def table_caption(run: NotebookRun) -> str:
+    """The caption of 05's table: what its rows are and what each protocol's columns are."""
+    s = run.profile.mhist
+    return (f"MHIST: every set vs the random-real subset, the full training set and the majority-class floor "
+            f"({run.profile.name} profile, {s.architecture}); "
+            f"{protocol_caption(run, run.profile.evaluation.protocols(VARIANTS), epochs=s.eval_epochs)}")
 
 
 def results_table(results: list[SetResult], full: dict, floor: dict[str, float]) -> pd.DataFrame:

@@ -10,9 +10,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from utility import SCHEDULES
 from utils.distill.distribution_matching import DistributionMatchingConfig
 from utils.distill.gradient_matching import GradientMatchingConfig
 from utils.distill.trajectory_matching import TrajectoryMatchingConfig
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How the networks of one evaluation are trained on a set, where it departs from the profile's
+    `EvaluationSettings` (None: the profile's value, or the study's); `label` follows the metric in table columns."""
+
+    label: str
+    dsa: bool = False              # train with DSA augmentation
+    epochs: int | None = None      # None: the profile's `dsa_epochs` with DSA, else `epochs` (or the study's own)
+    schedule: str = "step"         # lr schedule of `utility.train`: "step" (lr/10 at half) or "cosine"
+    lr: float | None = None        # None: the set's learned lr (MTT), else the profile's
+    source: str = ""               # whose protocol it is, for captions
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+
+
+# Evaluation protocols by name: a study's `variants` and `EvaluationSettings.also` name them.
+PROTOCOLS = {
+    "plain": Protocol("", source="DC paper"),
+    "dsa": Protocol(" with DSA", dsa=True, source="DSA paper"),
+    # ECE1512 2022F Project B report (Shi & Chen), its §2.2.5: evaluation networks trained like its baselines, all
+    # other hyperparameters unchanged; a fixed lr, so an MTT set's learned lr is not used
+    "course": Protocol(", course protocol", epochs=20, schedule="cosine", lr=0.01,
+                       source="the ECE1512 course report's, its §2.2.5"),
+}
 
 
 @dataclass(frozen=True)
@@ -26,8 +55,19 @@ class EvaluationSettings:
     batch_size: int = 256
     test_images: int | None = None   # None: the whole real test set
     floor_subsets: int = 3           # random-real floor: its networks are spread over this many random subsets
-    curve_points: int = 0            # snapshots evaluated inside each distillation (accuracy-vs-iterations curve)
-    curve_models: int = 1            # networks per curve point
+    curve_points: int = 0            # snapshots evaluated inside each distillation; a curve also has iteration 0
+    curve_models: int = 1            # networks per curve point (iteration 0 and inside; the final point: n_models)
+    also: tuple[str, ...] = ("course",)   # `PROTOCOLS` every study set and floor is evaluated under besides its own
+
+    def __post_init__(self):
+        unknown = [name for name in self.also if name not in PROTOCOLS]
+        if unknown:
+            raise ValueError(f"Unknown evaluation protocol(s) {', '.join(map(repr, unknown))} in also; allowed: "
+                             f"{', '.join(PROTOCOLS)}")
+
+    def protocols(self, variants: tuple[str, ...]) -> tuple[str, ...]:
+        """A study's evaluation protocols: its own `variants`, then those of `also` it does not have."""
+        return (*variants, *(name for name in self.also if name not in variants))
 
 
 @dataclass(frozen=True)
@@ -236,4 +276,4 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-__all__ = ["PROFILES", "Profile", "get_profile"]
+__all__ = ["PROFILES", "PROTOCOLS", "Profile", "Protocol", "get_profile"]

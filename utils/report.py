@@ -28,7 +28,7 @@ import pandas as pd
 from nbconvert.filters.markdown import markdown2html
 from PIL import Image
 
-from utils.comparison import COURSE_REPORT, course_vs_run
+from utils.comparison import COURSE_PROTOCOL_WORDS, COURSE_REPORT, RUN_COURSE, RUN_HEADLINE, course_vs_run
 from utils.interpretation import best_summary, shown
 from utils.paths import NOTEBOOKS_DIR, RESULTS_DIR
 from utils.profiles import PROFILES
@@ -42,6 +42,7 @@ from utils.results import (
     read_sidecar,
     read_table,
     sidecar,
+    std_column,
 )
 from utils.safe_html import outside, relative_href, sanitise
 
@@ -350,9 +351,11 @@ def sections(results_dir: Path, skipped: list[str] | None = None) -> list[Sectio
         section.protocol = protocol_card(profiles[0], number) if len(profiles) == 1 else {}
         course = course_vs_run(results_dir, number)
         if len(course):
-            section.course = Table(f"{number}_course_report", f"The {COURSE_REPORT}'s numbers beside this run's "
-                                   "('-': this run has no counterpart, e.g. it searched another dataset)",
-                                   {}, course)
+            section.course = Table(f"{number}_course_report", f"The {COURSE_REPORT}'s numbers beside this run's: "
+                                   f"'{RUN_HEADLINE}' as the protocol card says, '{RUN_COURSE}' trained as the "
+                                   f"course report trained its own ({COURSE_PROTOCOL_WORDS}) "
+                                   "('-': this run has no counterpart, e.g. it searched another dataset, or did not "
+                                   "evaluate that way)", {}, course)
         found.append(section)
     return found
 
@@ -412,20 +415,29 @@ def _comparison(found: list[Section]) -> list[Table]:
     return [by_name[n] for n in ("08_best", "08_published") if n in by_name]
 
 
+def _ours(row: pd.Series, column: str) -> str:
+    """This run's number in a course-report row: 'mean ± std', or the mean alone (one network)."""
+    std = row[std_column(column)]
+    return f"{row[column]:g}" if pd.isna(std) else shown((row[column], std))
+
+
 def _course_lines(found: list[Section]) -> list[str]:
-    """One line per course-report number that this run has a counterpart for: both numbers and the difference."""
+    """One line per course-report number that this run has a counterpart for: both numbers and the difference,
+    under this run's headline protocol and, where evaluated, the course report's own."""
     lines = []
     for s in found:
         if s.course is None:
             continue
         for _, row in s.course.frame.iterrows():
-            if pd.isna(row["this run"]):
+            if pd.isna(row[RUN_HEADLINE]):
                 continue
-            gap = row["this run"] - row["course report"]
-            ours = f"{row['this run']:g}" if pd.isna(row["this run std"]) else \
-                shown((row["this run"], row["this run std"]))
-            lines.append(f"- {row['what']}: {ours} {row['unit']} in this run against {row['course report']:g} "
-                         f"{row['unit']} in the course report ({gap:+.2f}).")
+            gap = row[RUN_HEADLINE] - row["course report"]
+            line = (f"- {row['what']}: {_ours(row, RUN_HEADLINE)} {row['unit']} in this run against "
+                    f"{row['course report']:g} {row['unit']} in the course report ({gap:+.2f})")
+            if pd.notna(row[RUN_COURSE]):
+                line += (f"; trained the course report's way, {_ours(row, RUN_COURSE)} {row['unit']} "
+                         f"({row[RUN_COURSE] - row['course report']:+.2f})")
+            lines.append(line + ".")
     return lines
 
 

@@ -22,14 +22,13 @@ from utils.executor import LOCAL, Handle, Pool
 from utils.notebook import NotebookRun
 from utils.paths import cache_dir, read_cache, write_cache
 from utils.plots import accuracy_curves, loss_curves, synthetic_before_after
+from utils.profiles import PROTOCOLS, EvaluationSettings
 from utils.recipe import derive
 from utils.results import std_column
 from utils.synthetic import SyntheticSet, initial_images, random_real_subset, synthetic_path
 from utils.zca import zca_whiten
 
 FLOOR = "random real"
-VARIANTS = {"plain": False, "dsa": True}   # evaluation variant -> train with DSA augmentation
-VARIANT_LABELS = {"plain": "", "dsa": " with DSA"}
 METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "auc": "AUC"}
 
 
@@ -49,12 +48,13 @@ class SetResult:
     curve: dict[int, SyntheticEvaluation] = field(default_factory=dict)   # iteration -> evaluation of its snapshot
 
     def row(self, metrics: tuple[str, ...] = ("accuracy",)) -> dict:
-        """One table row: each metric of each evaluation variant as mean and std (%, two columns), then costs."""
+        """One table row: each metric of each evaluation protocol (`PROTOCOLS`) as mean and std (%, two columns),
+        then costs (of the first protocol's networks)."""
         row = {"method": self.method, "dataset": self.dataset, "ipc": self.ipc, "init": self.init,
                "iterations": self.iterations}
         for variant, result in self.evaluations.items():
             for metric in metrics:
-                column = f"{METRIC_LABELS[metric]}{VARIANT_LABELS[variant]} (%)"
+                column = f"{METRIC_LABELS[metric]}{PROTOCOLS[variant].label} (%)"
                 row[column] = round(100 * result.mean(metric), 2)
                 row[std_column(column)] = round(100 * result.std(metric), 2)
         first = next(iter(self.evaluations.values()))
@@ -65,13 +65,17 @@ class SetResult:
 
 
 def _evaluation_path(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
-                     architecture: str, lr: float | None, epochs: int | None, n_models: int | None) -> Path:
-    """The cache file of one evaluation, keyed by the training set's content and every evaluation setting."""
+                     architecture: str, lr: float | None, epochs: int | None, n_models: int | None,
+                     schedule: str = "step") -> Path:
+    """The cache file of one evaluation, keyed by the training set's content and every evaluation setting (the
+    schedule only where it is not the default step, and not which extra protocols a study adds, so that the keys
+    of evaluations made before either existed still match)."""
+    settings = {k: v for k, v in asdict(run.profile.evaluation).items() if k != "also"}
     key = {"images": tensor_digest(x, y), "dataset": data.name, "im_size": list(data.im_size),
            "test": tensor_digest(data.x_test[:64], data.y_test), "dsa": dsa, "architecture": architecture, "lr": lr,
            "epochs": epochs, "n_models": n_models, "seed": run.seed, "precision": run.precision,
-           "evaluation": asdict(run.profile.evaluation), "profile": run.profile.name,
-           "device_class": run.device.type}
+           "evaluation": settings, "profile": run.profile.name, "device_class": run.device.type,
+           **({"schedule": schedule} if schedule != "step" else {})}
     return cache_dir() / "evaluations" / f"{config_hash(versioned(key))}.json"
 
 
@@ -101,10 +105,10 @@ class PendingEvaluation:
 
 def submit_evaluation(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
                       architecture: str = "ConvNet", lr: float | None = None, epochs: int | None = None,
-                      n_models: int | None = None) -> PendingEvaluation:
+                      n_models: int | None = None, schedule: str = "step") -> PendingEvaluation:
     """`run.evaluate` as a unit of `pool`, unless the cache (keyed by the training set's content and every
     evaluation setting) already holds it."""
-    settings = {"architecture": architecture, "lr": lr, "epochs": epochs, "n_models": n_models}
+    settings = {"architecture": architecture, "lr": lr, "epochs": epochs, "n_models": n_models, "schedule": schedule}
     path = _evaluation_path(run, x, y, data, dsa=dsa, **settings)
     saved = read_cache(path, lambda p: _evaluation_from_json(p.read_text()))
     if saved is not None:
@@ -126,11 +130,23 @@ def _evaluation_from_json(text: str) -> SyntheticEvaluation:
     return SyntheticEvaluation(saved["architecture"], saved["runs"], saved["train_seconds"])
 
 
+def protocol_settings(protocol: str, lr: float | None = None, **settings) -> dict:
+    """The settings of `submit_evaluation` under the named protocol (`PROTOCOLS`): its DSA and schedule, and its
+    own epochs and lr where it fixes them, else `lr` (the set's) and the study's `settings`."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown evaluation protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+    chosen = PROTOCOLS[protocol]
+    fixed = {"epochs": chosen.epochs, "lr": chosen.lr}
+    return {**settings, "lr": lr, **{k: v for k, v in fixed.items() if v is not None}, "dsa": chosen.dsa,
+            "schedule": chosen.schedule}
+
+
 def submit_variants(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset,
                     lr: float | None = None, variants: tuple[str, ...] = ("plain", "dsa"),
                     **settings) -> dict[str, PendingEvaluation]:
-    """One training set evaluated under each variant ('plain', 'dsa'), as units of `pool`."""
-    return {variant: submit_evaluation(pool, run, x, y, data, dsa=VARIANTS[variant], lr=lr, **settings)
+    """One training set evaluated under each named protocol (`PROTOCOLS`: 'plain', 'dsa', 'course'), as units of
+    `pool`."""
+    return {variant: submit_evaluation(pool, run, x, y, data, **protocol_settings(variant, lr, **settings))
             for variant in variants}
 
 
@@ -161,6 +177,38 @@ class SetUnit:
     method: str | None = None
     init: str = "-"
     config: Any = None
+
+
+def curve_sets(run: NotebookRun, unit: SetUnit, synthetic: SyntheticSet,
+               data: Dataset) -> dict[int, tuple[torch.Tensor, float | None]]:
+    """The images and lr of each point of a set's accuracy-vs-iterations curve before its final one: iteration 0
+    (the initial images every distiller starts from, at the lr it starts with: MTT's `lr_teacher`, else the
+    evaluation lr) and every snapshot; none for a set without snapshots (no curve)."""
+    if not synthetic.snapshots:
+        return {}
+    initial, _ = initial_images(data, unit.ipc, unit.init, torch.Generator().manual_seed(run.seed))
+    start_lr = synthetic.config.get("method_config", {}).get("lr_teacher")
+    start_lr = None if start_lr == run.profile.evaluation.lr else start_lr   # the same evaluation, one cache entry
+    return {0: (initial, start_lr), **{it: (snap["images"], snap["lr"]) for it, snap in synthetic.snapshots.items()}}
+
+
+SCHEDULE_WORDS = {"step": "lr/10 at half the epochs", "cosine": "cosine annealing"}
+
+
+def protocol_words(name: str, settings: EvaluationSettings, epochs: int | None = None) -> str:
+    """How the named protocol (`PROTOCOLS`) trains its networks, in words: epochs, augmentation, batch, lr,
+    schedule and whose protocol it is; `epochs`: a study's own budget where it sets one."""
+    chosen = PROTOCOLS[name]
+    trained = chosen.epochs or epochs or (settings.dsa_epochs if chosen.dsa else settings.epochs)
+    lr = f"lr {chosen.lr:g}" if chosen.lr else f"lr {settings.lr:g} (an MTT set: its learned lr)"
+    return (f"{trained} epochs {'with DSA' if chosen.dsa else 'without augmentation'}, batch {settings.batch_size}, "
+            f"SGD from {lr}, {SCHEDULE_WORDS[chosen.schedule]} ({chosen.source})")
+
+
+def protocol_caption(run: NotebookRun, variants: tuple[str, ...], epochs: int | None = None) -> str:
+    """What each protocol's accuracy column is (`protocol_words`), for a table caption."""
+    return "; ".join(f"'{METRIC_LABELS['accuracy']}{PROTOCOLS[name].label}': "
+                     f"{protocol_words(name, run.profile.evaluation, epochs)}" for name in variants)
 
 
 def curve_variant(variants) -> str:
@@ -204,7 +252,9 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
     progress bar; each distilled set is saved and its before/after figure drawn on the driver.
     Returns (result, synthetic set or None for a floor) in the order of `units`."""
     settings = run.profile.evaluation
-    curve = curve_variant(evaluation.get("variants", VARIANTS))
+    variants = evaluation.get("variants", ("plain", "dsa"))
+    curve = curve_variant(variants)
+    evaluation = {**evaluation, "variants": settings.protocols(variants)}
     with run.executor.pool(desc, unit="unit") as pool:
         # 1. every floor's evaluations, and every distillation whose set is not saved with this configuration
         floors = {i: submit_floor(pool, run, unit.data, unit.ipc, **evaluation)
@@ -233,10 +283,10 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
                   f"{'reused the saved set' if reused else 'distilled'}")
             _draw_before_after(run, unit, synthetic, prefix)
             data = evaluation_data(synthetic, unit.data)
-            curves[i] = {iteration: submit_evaluation(pool, run, snapshot["images"], synthetic.labels, data,
-                                                      dsa=VARIANTS[curve], lr=snapshot["lr"],
-                                                      n_models=settings.curve_models, **_curve_settings(evaluation))
-                         for iteration, snapshot in synthetic.snapshots.items()}
+            curves[i] = {iteration: submit_evaluation(pool, run, images, synthetic.labels, data,
+                                                      **protocol_settings(curve, lr, n_models=settings.curve_models,
+                                                                          **_curve_settings(evaluation)))
+                         for iteration, (images, lr) in curve_sets(run, unit, synthetic, data).items()}
             finals[i] = submit_variants(pool, run, synthetic.images, synthetic.labels, data, lr=synthetic.lr,
                                         **evaluation)
             sets[i] = synthetic
@@ -319,6 +369,7 @@ def distillation_study(run: NotebookRun, method: str, prefix: str,
         run.writer.figure(fig, f"{prefix}_{name}_loss")
     write_curves(run, results, prefix)
     table = pd.DataFrame([r.row() for r in results])
+    protocols = protocol_caption(run, run.profile.evaluation.protocols(variants))
     run.writer.table(table, prefix, caption=f"{record.label}: ConvNet trained from scratch on each set "
-                                            f"({run.profile.name} profile)")
+                                            f"({run.profile.name} profile); {protocols}")
     return table

@@ -175,3 +175,33 @@ def test_preparation_seconds_come_from_the_table_a_method_record_names(tmp_path)
                                "time this run (s)": [0.2, 0.1]}), METHODS["mtt"].preparation_table)
     assert comparison.preparation_seconds(tmp_path) == {("Trajectory matching", "MNIST"): 130.5,
                                                         ("Trajectory matching", "CIFAR10"): 118.0}
+
+
+def test_course_numbers_stand_beside_this_runs_headline_and_course_protocol_accuracy(tmp_path):
+    from types import SimpleNamespace
+
+    from utils import report
+
+    writer = ResultWriter(tmp_path, notebook="07_distribution_matching", profile="cpu", seed=0, device="cpu")
+    writer.table(pd.DataFrame({"method": ["Distribution matching"] * 2, "dataset": ["MNIST"] * 2, "ipc": [10, 10],
+                               "init": ["real", "noise"], "accuracy with DSA (%)": [96.5, 95.3],
+                               "accuracy with DSA std (%)": [0.2, 0.3], "accuracy, course protocol (%)": [93.0, None],
+                               "accuracy, course protocol std (%)": [0.4, None]}), "07_distribution_matching")
+    rows = comparison.course_vs_run(tmp_path, "07").set_index("what")
+    real = rows.loc["MNIST, Distribution matching, ipc 10, real init"]
+    assert (real["course report"], real[comparison.RUN_HEADLINE], real[comparison.RUN_COURSE],
+            real["this run, course protocol std"]) == (94.68, 96.5, 93.0, 0.4)
+    assert pd.isna(rows.loc["MNIST, Distribution matching, ipc 10, noise init", comparison.RUN_COURSE])
+    lines = report._course_lines([SimpleNamespace(course=SimpleNamespace(frame=rows.reset_index()))])
+    assert "- MNIST, Distribution matching, ipc 10, real init: 96.50 ± 0.20 % in this run against 94.68 % in the " \
+           "course report (+1.82); trained the course report's way, 93.00 ± 0.40 % (-1.68)." in lines
+    assert any(line.endswith("95.30 ± 0.30 % in this run against 94.27 % in the course report (+1.03).")
+               for line in lines), "no course-protocol number: none quoted"
+    assert comparison.COURSE_PROTOCOL in comparison.COLUMNS, "08's comparison table carries the column"
+
+
+def test_iterations_needed_skips_iteration_0():
+    from utils.comparison import iterations_needed
+
+    curve = pd.DataFrame({"iteration": [0, 100], "accuracy (%)": [20.0, 30.0]})
+    assert iterations_needed(curve, 40.0) == "-", "log(0): the initial set is no point of the log-linear trend"

@@ -223,9 +223,10 @@ def gather_curves(results_dir: str | Path) -> pd.DataFrame:
 
 def iterations_needed(curve: pd.DataFrame, target: float, column: str = "accuracy (%)") -> str:
     """The budget a set's curve says reaching `target` needs: its last two points extrapolated linearly in
-    log(iterations); 'reached' where it already is, '-' without a curve, and 'not on this trend' where the
-    curve is flat or falling."""
-    points = curve.sort_values("iteration")[["iteration", column]].to_numpy(dtype=float)
+    log(iterations) (iteration 0 left out); 'reached' where it already is, '-' without a curve, and 'not on this
+    trend' where the curve is flat or falling."""
+    inside = curve[curve["iteration"].astype(float) > 0]   # iteration 0 (the initial set) has no log
+    points = inside.sort_values("iteration")[["iteration", column]].to_numpy(dtype=float)
     if len(points) < 2:
         return "-"
     (it1, a1), (it2, a2) = points[-2], points[-1]

@@ -32,16 +32,20 @@ def test_every_paper_unit_passes_the_configuration_check():
 
 
 def test_evaluations_are_listed_as_the_studies_run_them():
-    """cpu profile: each set evaluated once with DSA plus one curve network; the random-real floor (6 networks over
-    3 subsets) once, in 02 (06 and 07 find it cached)."""
+    """cpu profile: each set evaluated once with DSA and once the course report's way, plus one curve network at
+    iteration 0 and one halfway; the random-real floor (6 networks over 3 subsets) once, in 02 (06 and 07 find it
+    cached)."""
     table = dry_run.dry_run(CPU_PROFILE, CPU, notebooks=("02", "07"))
     assert table["unit"].is_unique
     runs = table.set_index("unit")["runs"]
     assert runs["evaluate random real CIFAR10 ipc10 with DSA (300 epochs)"] == 6
+    assert runs["evaluate random real CIFAR10 ipc10, course protocol (20 epochs)"] == 6
     assert runs["evaluate dm CIFAR10 ipc10 noise with DSA (300 epochs)"] == 5
-    assert runs["evaluate curve dm CIFAR10 ipc10 noise with DSA (300 epochs)"] == 1
+    assert runs["evaluate dm CIFAR10 ipc10 noise, course protocol (20 epochs)"] == 5
+    assert runs["evaluate curve dm CIFAR10 ipc10 noise with DSA (300 epochs)"] == 2
     evaluations = table[table["unit"].str.startswith("evaluate")]
-    assert evaluations["unit"].str.contains("with DSA").all(), "cpu: 02 and 07 evaluate with DSA only"
+    assert evaluations["unit"].str.contains("with DSA|course protocol").all(), \
+        "cpu: 02 and 07 evaluate with DSA and the course's way only"
     assert not table[table["notebook"] == "07"]["unit"].str.contains("random real").any()
     assert set(dry_run.dry_run(CPU_PROFILE, CPU, match="^dm CIFAR10")["unit"]) == {
         "dm CIFAR10 ipc10 real", "dm CIFAR10 ipc10 noise"}

@@ -166,3 +166,14 @@ def test_nas_ceiling_is_the_rank_agreement_of_two_seeds():
     table["full-data accuracy, seed 1 (%)"] = [4.0, 3.0, 2.0, 1.0]
     assert ceiling(table, [0, 1])["ceiling spearman (full data, seed vs seed)"] == pytest.approx(-1.0)
     assert pd.isna(ceiling(table, [0])["ceiling spearman (full data, seed vs seed)"])
+
+
+def test_the_smoke_profile_trains_small_networks_only_where_it_studies():
+    """A first smoke run spent most of its time in the eager autograd of 128-wide ConvNets (benchmarks/README)."""
+    from networks import get_network
+
+    smoke = get_profile("smoke")
+    networks = {smoke.evaluation.architecture, smoke.mhist.architecture,
+                *(smoke.method_config(method, "CIFAR10", 1).architecture for method in smoke.methods)}
+    for name in networks:
+        assert utility.count_parameters(get_network(name, 3, 10, (32, 32))) < 60_000, name

@@ -66,18 +66,18 @@ class NotebookRun:
         """What a unit on another process needs of this run: no result writer, the local executor."""
         return replace(self, writer=None, executor=LOCAL)
 
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, architecture: str = "ConvNet",
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, architecture: str | None = None,
                  augment: Augment | None = None, epochs: int | None = None, n_models: int | None = None,
                  lr: float | None = None, schedule: str = "step") -> SyntheticEvaluation:
-        """The distilled-set evaluation protocol with this profile's budget (epochs: DSA or plain) and lr
-        `schedule` (`utility.SCHEDULES`)."""
+        """The distilled-set evaluation protocol with this profile's budget (epochs: DSA or plain; network: the
+        profile's unless `architecture` names one) and lr `schedule` (`utility.SCHEDULES`)."""
         settings = self.profile.evaluation
         default_epochs = settings.dsa_epochs if augment is not None else settings.epochs
         return evaluate_training_set(
             x, y, (data.x_test, data.y_test), channels=data.channels, num_classes=data.num_classes,
-            im_size=data.im_size, architecture=architecture, n_models=n_models or settings.n_models,
-            epochs=epochs or default_epochs, lr=lr or settings.lr, batch_size=settings.batch_size, schedule=schedule,
-            augment=augment,
+            im_size=data.im_size, architecture=architecture or settings.architecture,
+            n_models=n_models or settings.n_models, epochs=epochs or default_epochs, lr=lr or settings.lr,
+            batch_size=settings.batch_size, schedule=schedule, augment=augment,
             seed=self.seed, device=self.device, precision=self.precision)
 
 

@@ -49,6 +49,7 @@ class EvaluationSettings:
     """The distilled-set protocol (fresh network, SGD momentum 0.9, wd 5e-4, lr/10 at half, batch 256)."""
 
     n_models: int = 5            # networks trained per set; mean ± std over them
+    architecture: str = "ConvNet"   # the evaluation network where a study names none (`networks.get_network`)
     epochs: int = 300            # epochs without augmentation (DC paper)
     dsa_epochs: int = 1000       # epochs with DSA augmentation (DSA paper)
     lr: float = 0.01
@@ -243,21 +244,25 @@ CPU = Profile(
                                                                  num_experts=1)}),
 )
 
+SMOKE_NET = "ConvNetW32"
 SMOKE = Profile(   # seconds per notebook: the smallest sizes that still run every code path
     name="smoke",
     compile=False,   # compiling its tiny shapes took most of a fresh run (9 min on 2 cores); eager runs in seconds
-    evaluation=EvaluationSettings(n_models=2, epochs=2, dsa_epochs=2, test_images=200, curve_points=1),
+    # a 32-wide ConvNet (the same code path as the 128-wide one): its eager autograd was most of a first run
+    evaluation=EvaluationSettings(n_models=2, architecture=SMOKE_NET, epochs=2, dsa_epochs=2, test_images=200,
+                                  curve_points=1),
     baseline=BaselineSettings(epochs=2, train_images=512),
     study=DistillStudySettings(ipcs=(1,), variants=("dsa",)),   # as cpu: the committed run's path
-    methods={"gm": GradientMatchingConfig(iterations=2, real_batch=8, loops=((1, 1, 1), (2, 2, 1)), checkpoint_every=1),
-             "dm": DistributionMatchingConfig(iterations=2, real_batch=8, checkpoint_every=1),
+    methods={"gm": GradientMatchingConfig(iterations=2, real_batch=8, loops=((1, 1, 1), (2, 2, 1)), checkpoint_every=1,
+                                          architecture=SMOKE_NET),
+             "dm": DistributionMatchingConfig(iterations=2, real_batch=8, checkpoint_every=1, architecture=SMOKE_NET),
              "mtt": TrajectoryMatchingConfig(iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=1,
                                              lr_teacher=0.01, num_experts=1, expert_train_images=256,
-                                             checkpoint_every=1)},
+                                             checkpoint_every=1, architecture=SMOKE_NET)},
     cross_arch=CrossArchSettings(architectures=("ConvNet", "MLP"), ipcs=(1,), epochs=2, n_models=2),
     nas=NasSettings(ipc=1, depths=(1, 2), widths=(32,), full_epochs=1, full_train_images=256, distilled_epochs=2,
                     n_models=1),
-    mhist=MhistSettings(im_size=32, depth=3, ipcs=(1,), inits=("real",), baseline_epochs=1, eval_epochs=2,
+    mhist=MhistSettings(im_size=32, depth=3, width=32, ipcs=(1,), inits=("real",), baseline_epochs=1, eval_epochs=2,
                         n_models=2,
                         methods={"gm": GradientMatchingConfig(iterations=2, real_batch=8, loops=((1, 1, 1),)),
                                  "dm": DistributionMatchingConfig(iterations=2, real_batch=8),

@@ -31,7 +31,7 @@ from PIL import Image
 from utils.comparison import COURSE_PROTOCOL_WORDS, COURSE_REPORT, RUN_COURSE, RUN_HEADLINE, course_vs_run
 from utils.interpretation import best_summary, shown
 from utils.paths import NOTEBOOKS_DIR, RESULTS_DIR
-from utils.profiles import PROFILES
+from utils.profiles import PROFILES, EvaluationSettings
 from utils.results import (
     ResultsFileError,
     atomic_write,
@@ -45,6 +45,7 @@ from utils.results import (
     std_column,
 )
 from utils.safe_html import outside, relative_href, sanitise
+from utils.study import protocol_words
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TITLE = "Dataset distillation: gradient, distribution and trajectory matching"
@@ -197,6 +198,20 @@ def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _also(ev: EvaluationSettings) -> str:
+    """The protocols every study set and floor is also evaluated under (`EvaluationSettings.also`), in words."""
+    return "; ".join(f"{name}: {protocol_words(name, ev)}" for name in ev.also) or "no"
+
+
+def _curve(ev: EvaluationSettings) -> str:
+    """Where a set's accuracy-vs-iterations curve is sampled and with how many networks."""
+    if not ev.curve_points:
+        return "none"
+    return (f"iteration 0, {ev.curve_points} point{'s' if ev.curve_points > 1 else ''} inside and the final set; "
+            f"{ev.curve_models} network{'s' if ev.curve_models > 1 else ''} a point before the final "
+            f"({ev.n_models} at the final)")
+
+
 def protocol_card(profile_name: str, number: str) -> dict[str, str]:
     """The settings behind a notebook's numbers, read from the profile (`utils.profiles`): evaluation epochs,
     networks, DSA, ZCA, learning rate, test images and distillation budgets; empty for an unknown profile."""
@@ -221,11 +236,12 @@ def protocol_card(profile_name: str, number: str) -> dict[str, str]:
                         f"init {', '.join(study.inits)}",
                 "distillation iterations": "; ".join(f"{k}: {c.iterations:,}" for k, c in budgets.items()),
                 "ZCA": _yes_no(any(getattr(c, "zca", False) for c in budgets.values())),
-                "evaluation network": "ConvNet", "networks per set": str(ev.n_models),
+                "evaluation network": ev.architecture, "networks per set": str(ev.n_models),
                 "evaluation epochs": "; ".join(f"{ev.dsa_epochs if v == 'dsa' else ev.epochs} "
                                                f"({'with' if v == 'dsa' else 'without'} DSA)" for v in variants),
                 "DSA during evaluation": ", ".join("with" if v == "dsa" else "without" for v in variants),
                 "evaluation lr": "the learned lr of each set" if number == "06" else f"{ev.lr:g}",
+                "also evaluated": _also(ev), "accuracy-vs-iterations curve": _curve(ev),
                 "test images": test_images}
     if number == "03":
         c = profile.cross_arch
@@ -256,6 +272,7 @@ def protocol_card(profile_name: str, number: str) -> dict[str, str]:
                 "distillation iterations": "; ".join(f"{k}: {m.method_config(k, ipc).iterations:,} (ipc {ipc})"
                                                      for k in ("gm", "dm", "mtt") for ipc in m.ipcs),
                 "evaluation epochs": f"{m.eval_epochs} (with DSA)", "networks per set": str(m.n_models),
+                "also evaluated": _also(ev), "accuracy-vs-iterations curve": _curve(ev),
                 "full-data baseline": f"{m.baseline_epochs} epochs", "test images": test_images}
     return {}
 

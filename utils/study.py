@@ -68,9 +68,9 @@ def _evaluation_path(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: D
                      architecture: str, lr: float | None, epochs: int | None, n_models: int | None,
                      schedule: str = "step") -> Path:
     """The cache file of one evaluation, keyed by the training set's content and every evaluation setting (the
-    schedule only where it is not the default step, and not which extra protocols a study adds, so that the keys
-    of evaluations made before either existed still match)."""
-    settings = {k: v for k, v in asdict(run.profile.evaluation).items() if k != "also"}
+    schedule only where it is not the default step, the network once, and not which extra protocols a study adds,
+    so that the keys of evaluations made before these settings existed still match)."""
+    settings = {k: v for k, v in asdict(run.profile.evaluation).items() if k not in ("also", "architecture")}
     key = {"images": tensor_digest(x, y), "dataset": data.name, "im_size": list(data.im_size),
            "test": tensor_digest(data.x_test[:64], data.y_test), "dsa": dsa, "architecture": architecture, "lr": lr,
            "epochs": epochs, "n_models": n_models, "seed": run.seed, "precision": run.precision,
@@ -104,10 +104,11 @@ class PendingEvaluation:
 
 
 def submit_evaluation(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
-                      architecture: str = "ConvNet", lr: float | None = None, epochs: int | None = None,
+                      architecture: str | None = None, lr: float | None = None, epochs: int | None = None,
                       n_models: int | None = None, schedule: str = "step") -> PendingEvaluation:
     """`run.evaluate` as a unit of `pool`, unless the cache (keyed by the training set's content and every
-    evaluation setting) already holds it."""
+    evaluation setting) already holds it; `architecture` None: the profile's evaluation network."""
+    architecture = architecture or run.profile.evaluation.architecture
     settings = {"architecture": architecture, "lr": lr, "epochs": epochs, "n_models": n_models, "schedule": schedule}
     path = _evaluation_path(run, x, y, data, dsa=dsa, **settings)
     saved = read_cache(path, lambda p: _evaluation_from_json(p.read_text()))
@@ -117,7 +118,7 @@ def submit_evaluation(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Te
 
 
 def evaluate_cached(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
-                    architecture: str = "ConvNet", lr: float | None = None, epochs: int | None = None,
+                    architecture: str | None = None, lr: float | None = None, epochs: int | None = None,
                     n_models: int | None = None) -> SyntheticEvaluation:
     """`submit_evaluation` run in this process."""
     with LOCAL.pool("evaluation", unit="unit") as pool:

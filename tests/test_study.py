@@ -177,3 +177,13 @@ def test_the_smoke_profile_trains_small_networks_only_where_it_studies():
                 *(smoke.method_config(method, "CIFAR10", 1).architecture for method in smoke.methods)}
     for name in networks:
         assert utility.count_parameters(get_network(name, 3, 10, (32, 32))) < 60_000, name
+
+
+def test_a_profile_sets_the_threads_its_notebooks_compute_with(tmp_path, data_root):
+    before = torch.get_num_threads()
+    try:
+        start("02_gradient_matching", "smoke", str(data_root), str(tmp_path), 0, "cpu")
+        assert torch.get_num_threads() == get_profile("smoke").threads == 1
+    finally:
+        torch.set_num_threads(before)
+    assert get_profile("cpu").threads is None, "cpu and paper use every core"

@@ -91,6 +91,8 @@ def start(notebook: str, profile: str, data_root: str | None, results_dir: str |
     device, executor = checked.device, checked.executor
     settings = get_profile(profile)
     compiled.follow_profile(settings.compile)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     torch_device = get_device(device)
     set_seed(seed)
     out = resolve_results_dir(profile, results_dir)

@@ -160,6 +160,7 @@ class Profile:
     name: str
     precision: str = "auto"        # bf16 autocast where the hardware has it natively, else fp32
     compile: bool = True           # torch.compile the networks (utils/compiled.py) unless DD_COMPILE says otherwise
+    threads: int | None = None     # torch's intra-op threads in a notebook; None: torch's default (every core)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     study: DistillStudySettings = field(default_factory=DistillStudySettings)
@@ -248,6 +249,7 @@ SMOKE_NET = "ConvNetW32"
 SMOKE = Profile(   # seconds per notebook: the smallest sizes that still run every code path
     name="smoke",
     compile=False,   # compiling its tiny shapes took most of a fresh run (9 min on 2 cores); eager runs in seconds
+    threads=1,       # its ops are too small to share: a second thread cost more CPU than it saved (benchmarks/README)
     # a 32-wide ConvNet (the same code path as the 128-wide one): its eager autograd was most of a first run
     evaluation=EvaluationSettings(n_models=2, architecture=SMOKE_NET, epochs=2, dsa_epochs=2, test_images=200,
                                   curve_points=1),

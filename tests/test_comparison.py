@@ -198,6 +198,9 @@ def test_course_numbers_stand_beside_this_runs_headline_and_course_protocol_accu
     assert any(line.endswith("95.30 ± 0.30 % in this run against 94.27 % in the course report (+1.03).")
                for line in lines), "no course-protocol number: none quoted"
     assert comparison.COURSE_PROTOCOL in comparison.COLUMNS, "08's comparison table carries the column"
+    every = comparison.course_distilled(tmp_path).set_index("what")
+    assert len(every) == len(comparison.COURSE_DISTILLED), "08: every distilled-set number of the course report"
+    assert every.loc["MNIST, Distribution matching, ipc 10, real init", comparison.RUN_COURSE] == 93.0
 
 
 def test_iterations_needed_skips_iteration_0():

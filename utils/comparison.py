@@ -385,6 +385,18 @@ def course_vs_run(results_dir: str | Path, notebook: str) -> pd.DataFrame:
                                        std_column(RUN_HEADLINE), RUN_COURSE, std_column(RUN_COURSE)])
 
 
+COURSE_CAPTION = (f"The {COURSE_REPORT}'s numbers beside this run's: '{RUN_HEADLINE}' as the protocol card says, "
+                  f"'{RUN_COURSE}' trained as the course report trained its own ({COURSE_PROTOCOL_WORDS}) ('-': this "
+                  "run has no counterpart, e.g. it searched another dataset, or did not evaluate that way)")
+
+
+def course_distilled(results_dir: str | Path) -> pd.DataFrame:
+    """`course_vs_run` of every method notebook in one table: the course report's distilled-set accuracies beside
+    this run's under both protocols (08)."""
+    notebooks = sorted({record.number for record in METHODS.values()})
+    return pd.concat([course_vs_run(results_dir, number) for number in notebooks], ignore_index=True)
+
+
 def write_summary(results_dir: str | Path, ours: pd.DataFrame, best: pd.DataFrame, figure: str,
                   metadata: dict[str, str]) -> Path:
     """`results/summary.md`: headline numbers, published ones beside them, and where everything else is."""

@@ -28,7 +28,7 @@ import pandas as pd
 from nbconvert.filters.markdown import markdown2html
 from PIL import Image
 
-from utils.comparison import COURSE_PROTOCOL_WORDS, COURSE_REPORT, RUN_COURSE, RUN_HEADLINE, course_vs_run
+from utils.comparison import COURSE_CAPTION, COURSE_REPORT, RUN_COURSE, RUN_HEADLINE, course_vs_run
 from utils.interpretation import best_summary, shown
 from utils.paths import NOTEBOOKS_DIR, RESULTS_DIR
 from utils.profiles import PROFILES, EvaluationSettings
@@ -368,11 +368,7 @@ def sections(results_dir: Path, skipped: list[str] | None = None) -> list[Sectio
         section.protocol = protocol_card(profiles[0], number) if len(profiles) == 1 else {}
         course = course_vs_run(results_dir, number)
         if len(course):
-            section.course = Table(f"{number}_course_report", f"The {COURSE_REPORT}'s numbers beside this run's: "
-                                   f"'{RUN_HEADLINE}' as the protocol card says, '{RUN_COURSE}' trained as the "
-                                   f"course report trained its own ({COURSE_PROTOCOL_WORDS}) "
-                                   "('-': this run has no counterpart, e.g. it searched another dataset, or did not "
-                                   "evaluate that way)", {}, course)
+            section.course = Table(f"{number}_course_report", COURSE_CAPTION, {}, course)
         found.append(section)
     return found
 

@@ -173,7 +173,7 @@ def test_the_smoke_profile_trains_small_networks_only_where_it_studies():
     from networks import get_network
 
     smoke = get_profile("smoke")
-    networks = {smoke.evaluation.architecture, smoke.mhist.architecture,
+    networks = {smoke.evaluation.architecture, smoke.mhist.architecture, smoke.baseline.architecture,
                 *(smoke.method_config(method, "CIFAR10", 1).architecture for method in smoke.methods)}
     for name in networks:
         assert utility.count_parameters(get_network(name, 3, 10, (32, 32))) < 60_000, name

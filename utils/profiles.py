@@ -77,6 +77,7 @@ class BaselineSettings:
     batch 256, SGD with cosine annealing from lr 0.01)."""
 
     datasets: tuple[str, ...] = ("MNIST", "CIFAR10")
+    architecture: str = "ConvNet"     # depth 3, width 128 (`networks.get_network`)
     epochs: int = 20
     train_images: int | None = None   # None: the whole training set
     batch_size: int = 256
@@ -253,7 +254,7 @@ SMOKE = Profile(   # seconds per notebook: the smallest sizes that still run eve
     # a 32-wide ConvNet (the same code path as the 128-wide one): its eager autograd was most of a first run
     evaluation=EvaluationSettings(n_models=2, architecture=SMOKE_NET, epochs=2, dsa_epochs=2, test_images=200,
                                   curve_points=1),
-    baseline=BaselineSettings(epochs=2, train_images=512),
+    baseline=BaselineSettings(architecture=SMOKE_NET, epochs=2, train_images=512),
     study=DistillStudySettings(ipcs=(1,), variants=("dsa",)),   # as cpu: the committed run's path
     methods={"gm": GradientMatchingConfig(iterations=2, real_batch=8, loops=((1, 1, 1), (2, 2, 1)), checkpoint_every=1,
                                           architecture=SMOKE_NET),

@@ -222,7 +222,7 @@ def protocol_card(profile_name: str, number: str) -> dict[str, str]:
     test_images = f"{ev.test_images:,} (stratified subset)" if ev.test_images else "the whole test set"
     if number == "01":
         b = profile.baseline
-        return {"datasets": ", ".join(b.datasets), "network": "ConvNet (depth 3, width 128)", "epochs": str(b.epochs),
+        return {"datasets": ", ".join(b.datasets), "network": b.architecture, "epochs": str(b.epochs),
                 "train images": f"{b.train_images:,}" if b.train_images else "the whole training set",
                 "optimiser": f"SGD, momentum 0.9, cosine annealing from lr {b.lr:g}, batch {b.batch_size}",
                 "test images": test_images}

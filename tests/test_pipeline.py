@@ -110,7 +110,8 @@ def test_baseline_and_comparison_content(smoke_results):
     out, _, _ = smoke_results
     baseline = read_table(out / "tables" / "01_baseline.csv")
     assert set(baseline["dataset"]) == {"MNIST", "CIFAR10"}
-    assert (baseline["MACs per image (M)"] > 40).all()
+    macs = dict(zip(baseline["dataset"], baseline["MACs per image (M)"]))
+    assert 0 < macs["MNIST"] < macs["CIFAR10"], "a 1-channel 28 px image costs less than a 3-channel 32 px one"
     summary = (out / "summary.md").read_text()
     assert "Published numbers" in summary and "08_accuracy_vs_time.png" in summary
     mhist = read_table(out / "tables" / "05_mhist.csv")

@@ -371,6 +371,6 @@ def distillation_study(run: NotebookRun, method: str, prefix: str,
     write_curves(run, results, prefix)
     table = pd.DataFrame([r.row() for r in results])
     protocols = protocol_caption(run, run.profile.evaluation.protocols(variants))
-    run.writer.table(table, prefix, caption=f"{record.label}: ConvNet trained from scratch on each set "
-                                            f"({run.profile.name} profile); {protocols}")
+    run.writer.table(table, prefix, caption=f"{record.label}: {run.profile.evaluation.architecture} trained from "
+                                            f"scratch on each set ({run.profile.name} profile); {protocols}")
     return table

@@ -68,15 +68,16 @@ class NotebookRun:
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, architecture: str = "ConvNet",
                  augment: Augment | None = None, epochs: int | None = None, n_models: int | None = None,
-                 lr: float | None = None) -> SyntheticEvaluation:
-        """The distilled-set evaluation protocol with this profile's budget (epochs: DSA or plain)."""
+                 lr: float | None = None, schedule: str = "step") -> SyntheticEvaluation:
+        """The distilled-set evaluation protocol with this profile's budget (epochs: DSA or plain); `schedule`
+        'cosine' anneals the lr instead of dividing it by 10 at half (`utility.train`)."""
         settings = self.profile.evaluation
         default_epochs = settings.dsa_epochs if augment is not None else settings.epochs
         return evaluate_training_set(
             x, y, (data.x_test, data.y_test), channels=data.channels, num_classes=data.num_classes,
             im_size=data.im_size, architecture=architecture, n_models=n_models or settings.n_models,
             epochs=epochs or default_epochs, lr=lr or settings.lr, batch_size=settings.batch_size, augment=augment,
-            seed=self.seed, device=self.device, precision=self.precision)
+            seed=self.seed, device=self.device, precision=self.precision, schedule=schedule)
 
 
 def start(notebook: str, profile: str, data_root: str | None, results_dir: str | None, seed: int,

@@ -65,13 +65,17 @@ class SetResult:
 
 
 def _evaluation_path(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
-                     architecture: str, lr: float | None, epochs: int | None, n_models: int | None) -> Path:
-    """The cache file of one evaluation, keyed by the training set's content and every evaluation setting."""
+                     architecture: str, lr: float | None, epochs: int | None, n_models: int | None,
+                     schedule: str = "step") -> Path:
+    """The cache file of one evaluation, keyed by the training set's content and every evaluation setting (the
+    schedule only where it is not the default 'step', so the entries made before it was a setting stay valid)."""
     key = {"images": tensor_digest(x, y), "dataset": data.name, "im_size": list(data.im_size),
            "test": tensor_digest(data.x_test[:64], data.y_test), "dsa": dsa, "architecture": architecture, "lr": lr,
            "epochs": epochs, "n_models": n_models, "seed": run.seed, "precision": run.precision,
            "evaluation": asdict(run.profile.evaluation), "profile": run.profile.name,
            "device_class": run.device.type}
+    if schedule != "step":
+        key["schedule"] = schedule
     return cache_dir() / "evaluations" / f"{config_hash(versioned(key))}.json"
 
 
@@ -101,10 +105,10 @@ class PendingEvaluation:
 
 def submit_evaluation(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
                       architecture: str = "ConvNet", lr: float | None = None, epochs: int | None = None,
-                      n_models: int | None = None) -> PendingEvaluation:
+                      n_models: int | None = None, schedule: str = "step") -> PendingEvaluation:
     """`run.evaluate` as a unit of `pool`, unless the cache (keyed by the training set's content and every
     evaluation setting) already holds it."""
-    settings = {"architecture": architecture, "lr": lr, "epochs": epochs, "n_models": n_models}
+    settings = {"architecture": architecture, "lr": lr, "epochs": epochs, "n_models": n_models, "schedule": schedule}
     path = _evaluation_path(run, x, y, data, dsa=dsa, **settings)
     saved = read_cache(path, lambda p: _evaluation_from_json(p.read_text()))
     if saved is not None:

@@ -158,7 +158,7 @@ def _transfer_units(profile: Profile) -> list[Unit]:
     for name in arch.union("datasets"):
         for ipc in arch.union("ipcs"):
             for architecture in arch.architectures:
-                sets = sum(architecture in arch.architectures_for(method, name, ipc, init) for method, init in candidates)
+                sets = sum(architecture in arch.architectures_for(m, name, ipc, init) for m, init in candidates)
                 if sets:
                     units += _evaluations("03", f"{sets} sets on {architecture} {name} ipc{ipc}", name,
                                           _side(name, profile), architecture, ipc * len(CLASS_NAMES[name]),

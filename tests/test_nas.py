@@ -19,6 +19,7 @@ from utils.distill import METHODS
 from utils.dry_run import profile_units
 from utils.notebook import start
 from utils.profiles import PROFILES, CrossArchSettings, TransferGrid
+from utils.report import protocol_card
 from utils.results import ResultWriter, read_table
 from utils.synthetic import SyntheticSet, synthetic_path
 
@@ -179,3 +180,12 @@ def test_the_course_table_finds_this_runs_nas_and_lenet_numbers(tmp_path):
     lenet = course_vs_run(tmp_path, "03").set_index("what")
     assert lenet.loc["MNIST, gradient-matching set (real init) trained on LeNet", "this run"] == 80.5
     assert read_table(tmp_path / "tables" / "04_nas_MNIST_candidates.csv")["candidate"].tolist()[-1] == "ConvNetD4"
+
+
+def test_the_report_protocol_cards_name_each_search_and_grid():
+    card = protocol_card("cpu", "04")
+    assert "2 epochs on 10,000 training images" in card["MNIST search (the course report's)"]
+    assert "20 epochs (cosine schedule)" in card["MNIST search (the course report's)"]
+    assert "ConvNetD4W128" in card["CIFAR10 search"]
+    sets = protocol_card("cpu", "03")["sets"]
+    assert sets.startswith("ConvNet, LeNet: Gradient matching + DSA sets of MNIST, CIFAR10 at ipc 10 from real, noise")

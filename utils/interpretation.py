@@ -21,6 +21,11 @@ REFERENCES = (FLOOR, MAJORITY, FULL)   # rows that are not distilled sets
 CEILING = "ceiling spearman (full data, seed vs seed)"
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 epoch', '2 epochs', '10,000 training images'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def shown(cell: tuple[float, float]) -> str:
     """A (mean, std) pair as the tables show it: 'mean ± std'."""
     return f"{cell[0]:.2f} ± {cell[1]:.2f}"
@@ -254,7 +259,7 @@ def _nas_stability(summary: Mapping) -> list[str]:
                f"not stable at this budget (ρ < {STABLE:g}): longer training reorders the candidates, so the seed-vs-"
                "seed ceiling measures seed noise rather than which network ends best")
     text = (f"Trained for {2 * epochs} epochs instead of {epochs}, the full-data ranking has Spearman ρ = "
-            f"{stability:.2f} (Kendall τ = {tau:.2f}) with the one at {epochs} epochs: it is {verdict}.")
+            f"{stability:.2f} (Kendall τ = {tau:.2f}) with the one at {counted(epochs, 'epoch')}: it is {verdict}.")
     longer = summary.get("spearman (distilled vs full data at 2x epochs)")
     if longer is not None and not pd.isna(longer):
         text += f" The distilled ranking has ρ = {float(longer):.2f} with the ranking at {2 * epochs} epochs."
@@ -287,11 +292,11 @@ def _nas_budget(summary: Mapping) -> list[str]:
     epochs, images = int(summary["full-data epochs"]), int(summary["full-data train images"])
     cuts = []
     if epochs != int(course_epochs) or images < int(summary.get("training set images", images)):
-        cuts.append(f"the full-data side trained {epochs} epochs on {images:,} training images per network "
-                    f"(the course: {int(course_epochs)} epochs on the whole training set)")
+        cuts.append(f"the full-data side trained {counted(epochs, 'epoch')} on {counted(images, 'training image')} "
+                    f"per network (the course: {int(course_epochs)} epochs on the whole training set)")
     distilled, course_distilled = int(summary["distilled epochs"]), int(summary["course report: distilled epochs"])
     if distilled != course_distilled:
-        cuts.append(f"the distilled side trained {distilled} epochs (the course: {course_distilled})")
+        cuts.append(f"the distilled side trained {counted(distilled, 'epoch')} (the course: {course_distilled})")
     if not cuts:
         return [f"Both sides trained as the course's did: {epochs} and {distilled} epochs, on {images:,} training "
                 "images per full-data network."]

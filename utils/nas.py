@@ -17,6 +17,7 @@ from utils.data import Dataset
 from utils.distill import load_synthetic
 from utils.executor import Handle, Pool
 from utils.full_training import FullTrainingConfig, full_training_path, read_full_training, train_full_uncached
+from utils.interpretation import counted
 from utils.metrics import rank_correlations
 from utils.notebook import NotebookRun
 from utils.profiles import COURSE_NAS, NasSearch
@@ -168,11 +169,11 @@ def ceiling(table: pd.DataFrame, seeds: list[int]) -> dict[str, float]:
 
 def caption(search: NasSearch, summary: dict) -> str:
     """The candidates table's caption: the dataset, and both sides' budgets as run."""
-    images = f"{summary['full-data train images']:,}"
-    return (f"{search.dataset}: candidates trained on full data ({search.full_epochs} epochs on {images} training "
-            f"images, {search.full_seeds} seeds; and {2 * search.full_epochs} epochs, {search.longer_seeds} "
-            f"seed(s)) vs on the {search.method} ipc-{search.ipc} {search.init}-init set ({search.distilled_epochs} "
-            f"epochs, {search.distilled_schedule} schedule, {search.n_models} networks)")
+    return (f"{search.dataset}: candidates trained on full data ({counted(search.full_epochs, 'epoch')} on "
+            f"{counted(summary['full-data train images'], 'training image')}, {counted(search.full_seeds, 'seed')}; "
+            f"and {counted(2 * search.full_epochs, 'epoch')}, {counted(search.longer_seeds, 'seed')}) vs on the "
+            f"{search.method} ipc-{search.ipc} {search.init}-init set ({counted(search.distilled_epochs, 'epoch')}, "
+            f"{search.distilled_schedule} schedule, {counted(search.n_models, 'network')})")
 
 
 def run_searches(run: NotebookRun) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:

@@ -275,9 +275,9 @@ SMOKE = Profile(   # seconds per notebook: the smallest sizes that still run eve
                                                      ipcs=(1,), inits=("real",))),
                                  epochs=2, n_models=2),
     nas=NasSettings(searches=(
-        replace(COURSE_NAS, ipc=1, full_epochs=1, full_train_images=256, longer_seeds=1, distilled_epochs=2,
+        replace(COURSE_NAS, ipc=1, full_epochs=1, full_train_images=128, longer_seeds=1, distilled_epochs=2,
                 n_models=1),
-        NasSearch(ipc=1, candidates=("ConvNetD1W32", "ConvNetD2W32"), full_epochs=1, full_train_images=256,
+        NasSearch(ipc=1, candidates=("ConvNetD1W32", "ConvNetD2W32"), full_epochs=1, full_train_images=128,
                   longer_seeds=1, distilled_epochs=2, n_models=1))),
     mhist=MhistSettings(im_size=32, depth=3, ipcs=(1,), inits=("real",), baseline_epochs=1, eval_epochs=2,
                         n_models=2,

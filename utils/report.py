@@ -30,7 +30,7 @@ from PIL import Image
 
 from utils.comparison import COURSE_REPORT, course_vs_run
 from utils.cross_architecture import grid_sets
-from utils.interpretation import best_summary, shown
+from utils.interpretation import best_summary, counted, shown
 from utils.paths import NOTEBOOKS_DIR, RESULTS_DIR
 from utils.profiles import PROFILES
 from utils.results import (
@@ -245,10 +245,11 @@ def protocol_card(profile_name: str, number: str) -> dict[str, str]:
             images = f"{n.full_train_images:,}" if n.full_train_images else "all"
             whose = " (the course report's)" if n.course else ""
             card[f"{n.dataset} search{whose}"] = (
-                f"candidates {', '.join(n.candidates)}; full data: {n.full_epochs} epochs on {images} training images, "
-                f"{n.full_seeds} seeds, and {2 * n.full_epochs} epochs, {n.longer_seeds} seed(s) (cosine annealing "
-                f"from lr 0.01); distilled: the {n.method} set, ipc {n.ipc}, {n.init} init, {n.distilled_epochs} "
-                f"epochs ({n.distilled_schedule} schedule), {n.n_models} networks per candidate, no DSA")
+                f"candidates {', '.join(n.candidates)}; full data: {counted(n.full_epochs, 'epoch')} on {images} "
+                f"training images, {counted(n.full_seeds, 'seed')}, and {counted(2 * n.full_epochs, 'epoch')}, "
+                f"{counted(n.longer_seeds, 'seed')} (cosine annealing from lr 0.01); distilled: the {n.method} set, "
+                f"ipc {n.ipc}, {n.init} init, {counted(n.distilled_epochs, 'epoch')} ({n.distilled_schedule} "
+                f"schedule), {counted(n.n_models, 'network')} per candidate, no DSA")
         return {**card, "test images": test_images}
     if number == "05":
         m = profile.mhist

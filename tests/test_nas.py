@@ -88,7 +88,7 @@ def test_a_search_without_its_distilled_set_names_the_notebook_to_run(tmp_cache,
 
 def _summary(**changes) -> dict:
     base = {"dataset": "CIFAR10", "spearman": 0.5, "kendall": 0.4, "best on full data": "ConvNetD2W128",
-            "best on distilled data": "ConvNetD4W128", nas.CEILING: 0.9,
+            "best on distilled data": "ConvNetD4W128", interpretation.CEILING: 0.9,
             "stability spearman (full data, budget vs 2x epochs)": 0.3,
             "stability kendall (full data, budget vs 2x epochs)": 0.2,
             "spearman (distilled vs full data at 2x epochs)": 0.7, "full-data epochs": 2,
@@ -189,3 +189,10 @@ def test_the_report_protocol_cards_name_each_search_and_grid():
     assert "ConvNetD4W128" in card["CIFAR10 search"]
     sets = protocol_card("cpu", "03")["sets"]
     assert sets.startswith("ConvNet, LeNet: Gradient matching + DSA sets of MNIST, CIFAR10 at ipc 10 from real, noise")
+
+
+@pytest.mark.parametrize("change, named", [({"longer_seeds": 0}, "longer_seeds"), ({"candidates": ()}, "candidates"),
+                                           ({"distilled_schedule": "linear"}, "distilled_schedule")])
+def test_a_search_setting_out_of_range_is_refused_by_name(change, named):
+    with pytest.raises(ValueError, match=named):
+        replace(PROFILES["cpu"].nas.searches[0], **change)

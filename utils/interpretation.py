@@ -19,6 +19,7 @@ MAJORITY = "majority class"
 FULL = "full training set"
 REFERENCES = (FLOOR, MAJORITY, FULL)   # rows that are not distilled sets
 CEILING = "ceiling spearman (full data, seed vs seed)"
+STABILITY = "stability spearman (full data, budget vs 2x epochs)"
 
 
 def counted(n: int, noun: str) -> str:
@@ -244,7 +245,6 @@ def nas_agreement(summary: Mapping | pd.DataFrame) -> str:
     return " ".join(sentences)
 
 
-STABILITY = "stability spearman (full data, budget vs 2x epochs)"
 STABLE = 0.8   # a full-data ranking that agrees this well with itself at twice the epochs is called stable
 
 

@@ -17,7 +17,7 @@ from utils.data import Dataset
 from utils.distill import load_synthetic
 from utils.executor import Handle, Pool
 from utils.full_training import FullTrainingConfig, full_training_path, read_full_training, train_full_uncached
-from utils.interpretation import counted
+from utils.interpretation import CEILING, STABILITY, counted
 from utils.metrics import rank_correlations
 from utils.notebook import NotebookRun
 from utils.profiles import COURSE_NAS, NasSearch
@@ -28,7 +28,6 @@ from utils.synthetic import SyntheticSet, synthetic_path
 FULL = "full-data accuracy (%)"
 LONGER = "full-data accuracy, 2x epochs (%)"
 DISTILLED = "distilled accuracy (%)"
-CEILING = "ceiling spearman (full data, seed vs seed)"
 
 
 @dataclass
@@ -128,7 +127,7 @@ def summarise(table: pd.DataFrame, search: NasSearch, seeds: list[int], images: 
                "best on full data": best_full, "best on distilled data": best_distilled,
                "same winner": bool(best_full == best_distilled),
                **ceiling(table, seeds),
-               "stability spearman (full data, budget vs 2x epochs)": stability["spearman"],
+               STABILITY: stability["spearman"],
                "stability kendall (full data, budget vs 2x epochs)": stability["kendall"],
                "best on full data at 2x epochs": table.loc[table[LONGER].idxmax(), "candidate"],
                "spearman (distilled vs full data at 2x epochs)":

@@ -119,6 +119,16 @@ class NasSearch:
     n_models: int = 3                 # networks per candidate on the distilled set (issue 10: >= 3 outside headlines)
     course: bool = False              # the course report's own search: its numbers are set beside this one's
 
+    def __post_init__(self):
+        if not self.candidates:
+            raise ValueError("NasSearch.candidates must name at least one network")
+        if min(self.full_seeds, self.longer_seeds, self.n_models) < 1:
+            raise ValueError(f"NasSearch full_seeds, longer_seeds and n_models must be >= 1, got {self.full_seeds}, "
+                             f"{self.longer_seeds} and {self.n_models}")
+        if self.distilled_schedule not in ("step", "cosine"):
+            raise ValueError(f"NasSearch.distilled_schedule must be 'step' or 'cosine', got "
+                             f"{self.distilled_schedule!r}")
+
     @property
     def name(self) -> str:
         """The search's name in file names and titles: its dataset."""

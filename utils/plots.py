@@ -199,7 +199,7 @@ def transfer_bars(table, label_column: str, title: str, chance: float | None = N
         sets, floor = rows[~is_reference], rows[is_reference]
         width = 0.8 / max(len(sets), 1)
         for k, r in enumerate(sets.to_dict("records")):
-            cells = [mean_std(r, a) or (0.0, 0.0) for a in architectures]
+            cells = [mean_std(r, a) or (float("nan"), 0.0) for a in architectures]   # no bar where not trained
             label = str(r[label_column]).replace(f", {panel[0]}, ipc {panel[1]}", "")
             ax.bar([i - 0.4 + (k + 0.5) * width for i in range(len(architectures))], [c[0] for c in cells], width,
                    yerr=[c[1] for c in cells], capsize=2, label=label)

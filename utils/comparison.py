@@ -79,11 +79,13 @@ COURSE_NUMBERS = (
     CourseNumber("01", "CIFAR10, training time of the full-data ConvNet", 255.5, "s", "baselines",
                  "01_baseline", (("dataset", "CIFAR10"),), "training time (s)"),
     *(CourseNumber("03", f"{dataset}, gradient-matching set ({init} init) trained on LeNet", value, "%",
-                   "cross-architecture", "03_cross_architecture",
+                   "ECE1512 report, cross-architecture (LeNet)",
+                   "03_cross_architecture",
                    (("training set", f"{_GM}, {dataset}, ipc 10, {init} init"),), "LeNet (%)")
       for dataset, init, value in (("MNIST", "real", 88.27), ("MNIST", "noise", 84.67),
                                    ("CIFAR10", "real", 25.83), ("CIFAR10", "noise", 24.24))),
-    *(CourseNumber("04", f"MNIST NAS, {arch} trained on {side}", values[k], "%", "NAS (MNIST)",
+    *(CourseNumber("04", f"MNIST NAS, {arch} trained on {side}", values[k], "%",
+                   "ECE1512 report, NAS on MNIST",
                    "04_nas_MNIST_candidates", (("candidate", arch),), column)
       for k, (side, column) in enumerate((("full data", "full-data accuracy (%)"),
                                           ("the distilled set", "distilled accuracy (%)")))

@@ -101,13 +101,15 @@ def budget_table(run: NotebookRun) -> pd.DataFrame:
 
 
 def grid_sets(grid: TransferGrid) -> str:
-    """The sets a grid selects, in words: 'gm sets of MNIST, CIFAR10 at ipc 10 from real, noise init'."""
+    """The sets a grid selects, in words ('Gradient matching + DSA sets of MNIST, CIFAR10 at ipc 10 from real, noise
+    init, with their random-real floor')."""
     methods = ", ".join(METHODS[m].label for m in grid.methods) if grid.methods is not None else "every method's"
     return (f"{methods} sets of {', '.join(grid.datasets)} at ipc {', '.join(map(str, grid.ipcs))} from "
             f"{', '.join(grid.inits)} init, with their random-real floor")
 
 
 def _protocol(networks: int, epochs: int, dsa: bool, test_images: int | None) -> str:
+    """An evaluation protocol in words, for comparing two of them."""
     tested = f"{test_images:,} test images" if test_images else "the whole test set"
     return f"{networks} networks per set train {epochs} epochs {'with' if dsa else 'without'} DSA, tested on {tested}"
 

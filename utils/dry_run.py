@@ -177,7 +177,7 @@ def _nas_units(profile: Profile) -> list[Unit]:
             units += [_train_units("04", f"{what} full data ({epochs} epochs)", search.dataset, side, candidate,
                                    images, seeds, epochs)
                       for epochs, seeds in ((search.full_epochs, search.full_seeds),
-                                            (2 * search.full_epochs, search.longer_seeds)) if seeds]
+                                            (2 * search.full_epochs, search.longer_seeds))]
             units += _evaluations("04", f"{what} distilled", search.dataset, side, candidate,
                                   search.ipc * len(CLASS_NAMES[search.dataset]), search.n_models,
                                   ((search.distilled_epochs, "plain"),))

@@ -12,7 +12,7 @@ import torch
 
 import utils.full_training as full_training
 import utils.nas as nas
-from utils import interpretation
+from utils import interpretation, plots
 from utils.comparison import COURSE_NUMBERS, course_vs_run
 from utils.cross_architecture import convnet_note, transfer_table
 from utils.distill import METHODS
@@ -196,3 +196,12 @@ def test_the_report_protocol_cards_name_each_search_and_grid():
 def test_a_search_setting_out_of_range_is_refused_by_name(change, named):
     with pytest.raises(ValueError, match=named):
         replace(PROFILES["cpu"].nas.searches[0], **change)
+
+
+def test_a_transfer_panel_shows_only_the_architectures_its_sets_trained_on():
+    table = pd.DataFrame({"training set": ["random real, CIFAR10, ipc 10", "random real, MNIST, ipc 10"],
+                          "ConvNet (%)": [30.0, 80.0], "LeNet (%)": [25.0, 70.0], "MLP (%)": [20.0, float("nan")]})
+    fig = plots.transfer_bars(table, "training set", "Transfer", note="why the ConvNet column differs")
+    ticks = [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes]
+    assert ticks == [["ConvNet", "LeNet", "MLP"], ["ConvNet", "LeNet"]]
+    assert any(t.get_text() == "why the ConvNet column differs" for t in fig.texts)

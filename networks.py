@@ -185,12 +185,19 @@ _FIXED = {"LeNet": LeNet, "AlexNet": AlexNet, "VGG11": VGG11, "ResNet18": ResNet
 _CONVNET = re.compile(r"ConvNet(?:D(?P<depth>\d+))?(?:W(?P<width>\d+))?")
 
 
+def convnet_shape(name: str) -> tuple[int, int] | None:
+    """(depth, width) of a ConvNet name ('ConvNetD4' -> (4, 128), 'ConvNetD2W32' -> (2, 32)); None for another
+    network."""
+    match = _CONVNET.fullmatch(name)
+    return None if match is None else (int(match["depth"] or 3), int(match["width"] or 128))
+
+
 def get_network(name: str, channels: int, num_classes: int, im_size: tuple[int, int] | int) -> nn.Module:
     """Build architecture `name` (e.g. 'ConvNet', 'ConvNetD4', 'ConvNetW64', 'ResNet18') for these inputs."""
     size = (im_size, im_size) if isinstance(im_size, int) else tuple(im_size)
     if name in _FIXED:
         return _FIXED[name](channels, num_classes, size)
-    match = _CONVNET.fullmatch(name)
-    if match is None:
+    shape = convnet_shape(name)
+    if shape is None:
         raise ValueError(f"Unknown network {name!r}; allowed: {', '.join(ARCHITECTURES)}")
-    return ConvNet(channels, num_classes, size, width=int(match["width"] or 128), depth=int(match["depth"] or 3))
+    return ConvNet(channels, num_classes, size, width=shape[1], depth=shape[0])

@@ -24,8 +24,9 @@ def runs(profile: Profile, number: str) -> dict[str, set]:
     every = {"inits": set(study.inits) | set(mhist.inits), "variants": set(study.variants) | {"dsa"} | also,
              "ipcs": set(study.ipcs) | set(mhist.ipcs)}
     return {"02": {"inits": set(study.inits), "variants": set(study.variants) | also, "ipcs": set(study.ipcs)},
-            "03": {"inits": set(cross.inits), "variants": {"plain"}, "ipcs": set(cross.ipcs)},
-            "04": {"inits": {nas.init}, "variants": {"plain"}, "ipcs": {nas.ipc}},
+            "03": {"inits": set(cross.union("inits")), "variants": {"plain"}, "ipcs": set(cross.union("ipcs"))},
+            "04": {"inits": {s.init for s in nas.searches}, "variants": {"plain"},
+                   "ipcs": {s.ipc for s in nas.searches}},
             "05": {"inits": set(mhist.inits), "variants": {"dsa"} | also, "ipcs": set(mhist.ipcs)},
             "06": {"inits": set(study.inits), "variants": {"dsa"} | also, "ipcs": set(study.ipcs)},
             "07": {"inits": set(study.inits), "variants": {"dsa"} | also, "ipcs": set(study.ipcs)}}.get(number, every)

@@ -20,12 +20,13 @@ from utils.results import read_metadata, read_sidecar, read_table
 from utils.synthetic import SyntheticSet
 
 EXPECTED_TABLES = ["01_baseline", "02_gradient_matching", "02_training_cost", "03_cross_architecture",
-                   "04_nas_candidates", "04_nas_rank_agreement", "05_mhist", "06_expert_buffers",
-                   "06_trajectory_matching", "06_vs_gradient_matching", "07_distribution_matching",
+                   "04_nas_MNIST_candidates", "04_nas_CIFAR10_candidates", "04_nas_rank_agreement", "05_mhist",
+                   "06_expert_buffers", "06_trajectory_matching", "06_vs_gradient_matching", "07_distribution_matching",
                    "07_vs_gradient_matching", "08_comparison", "08_published"]
 EXPECTED_FIGURES = ["01_baseline_learning_curves", "02_gradient_matching_CIFAR10_loss", "03_cross_architecture",
-                    "04_nas_scatter", "05_mhist_confusion_best", "06_trajectory_matching_MNIST_loss",
-                    "07_distribution_matching_CIFAR10_ipc1_noise_images", "08_accuracy_vs_time"]
+                    "04_nas_MNIST_scatter", "04_nas_CIFAR10_scatter", "05_mhist_confusion_best",
+                    "06_trajectory_matching_MNIST_loss", "07_distribution_matching_CIFAR10_ipc1_noise_images",
+                    "08_accuracy_vs_time"]
 
 
 def _snapshot(folder):

@@ -134,24 +134,7 @@ def profile_units(profile: Profile) -> list[Unit]:
                     if evaluation.curve_points:
                         units += _evaluations(notebook, f"curve {method} {name} ipc{ipc} {init}", name, side,
                                               "ConvNet", n, curve_runs, curve_budget)
-    arch = profile.cross_arch
-    for name in arch.datasets:
-        for ipc in arch.ipcs:
-            sets = 1 + len(METHODS) * len(arch.inits)   # the random-real floor and every method's sets
-            for architecture in arch.architectures:
-                units += _evaluations("03", f"{sets} sets on {architecture} {name} ipc{ipc}", name,
-                                      _side(name, profile), architecture, ipc * len(CLASS_NAMES[name]),
-                                      sets * arch.n_models, ((arch.budget(architecture)[0], "plain"),))
-    nas = profile.nas
-    for depth in nas.depths:
-        for width in nas.widths:
-            candidate, side = f"ConvNetD{depth}W{width}", _side(nas.dataset, profile)
-            units.append(_train_units("04", f"NAS {candidate} full data", nas.dataset, side, candidate,
-                                      nas.full_train_images or SHAPES[nas.dataset][2], nas.full_seeds,
-                                      nas.full_epochs))
-            units += _evaluations("04", f"NAS {candidate} distilled", nas.dataset, side, candidate,
-                                  nas.ipc * len(CLASS_NAMES[nas.dataset]), nas.n_models,
-                                  ((nas.distilled_epochs, "plain"),))
+    units += _transfer_units(profile) + _nas_units(profile)
     mhist = profile.mhist
     units.append(_train_units("05", "baseline MHIST", "MHIST", mhist.im_size, mhist.architecture, SHAPES["MHIST"][2],
                               1, mhist.baseline_epochs))
@@ -170,6 +153,40 @@ def profile_units(profile: Profile) -> list[Unit]:
                 units += _evaluations("05", f"{method} MHIST ipc{ipc} {init}", "MHIST", mhist.im_size,
                                       mhist.architecture, 2 * ipc, mhist.n_models, also)
     return _unique(units)
+
+
+def _transfer_units(profile: Profile) -> list[Unit]:
+    """03: per (dataset, ipc, architecture), the sets its grids train on it (the random-real floor and each
+    method's set of each init the study distils) as one training unit."""
+    arch, units = profile.cross_arch, []
+    candidates = [(None, "-"), *((method, init) for method in METHODS for init in profile.study.inits)]
+    for name in arch.union("datasets"):
+        for ipc in arch.union("ipcs"):
+            for architecture in arch.architectures:
+                sets = sum(architecture in arch.architectures_for(m, name, ipc, init) for m, init in candidates)
+                if sets:
+                    units += _evaluations("03", f"{sets} sets on {architecture} {name} ipc{ipc}", name,
+                                          _side(name, profile), architecture, ipc * len(CLASS_NAMES[name]),
+                                          sets * arch.n_models, ((arch.budget(architecture)[0], "plain"),))
+    return units
+
+
+def _nas_units(profile: Profile) -> list[Unit]:
+    """04: per search and candidate, the full-data runs at the search's budget and at twice its epochs, and the
+    networks trained on the distilled set."""
+    units = []
+    for search in profile.nas.searches:
+        side, images = _side(search.dataset, profile), search.full_train_images or SHAPES[search.dataset][2]
+        for candidate in search.candidates:
+            what = f"NAS {search.name} {candidate}"
+            units += [_train_units("04", f"{what} full data ({epochs} epochs)", search.dataset, side, candidate,
+                                   images, seeds, epochs)
+                      for epochs, seeds in ((search.full_epochs, search.full_seeds),
+                                            (2 * search.full_epochs, search.longer_seeds))]
+            units += _evaluations("04", f"{what} distilled", search.dataset, side, candidate,
+                                  search.ipc * len(CLASS_NAMES[search.dataset]), search.n_models,
+                                  ((search.distilled_epochs, "plain"),))
+    return units
 
 
 def _unique(units: list[Unit]) -> list[Unit]:

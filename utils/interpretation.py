@@ -21,6 +21,12 @@ MAJORITY = "majority class"
 FULL = "full training set"
 REFERENCES = (FLOOR, MAJORITY, FULL)   # rows that are not distilled sets
 CEILING = "ceiling spearman (full data, seed vs seed)"
+STABILITY = "stability spearman (full data, budget vs 2x epochs)"
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 epoch', '2 epochs', '10,000 training images'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def shown(cell: tuple[float, float]) -> str:
@@ -226,13 +232,16 @@ def transfer_summary(table: pd.DataFrame, chance: float = 10.0, label_column: st
 
 
 def nas_agreement(summary: Mapping | pd.DataFrame) -> str:
-    """NAS (04): the distilled proxy's rank agreement with full data, against the seed-vs-seed ceiling."""
+    """NAS (04), one search: the distilled proxy's rank agreement with full data against the seed-vs-seed ceiling,
+    the full-data ranking's stability at twice its epochs, the winners (and the course report's, for its search),
+    the budgets where they were cut from the course's, and whether the distilled search cost less."""
     if isinstance(summary, pd.DataFrame):
         summary = summary.iloc[0].to_dict()
     rho, tau = float(summary["spearman"]), float(summary["kendall"])
     ceiling = float(summary.get(CEILING, float("nan")))
-    sentences = [f"The ranking on the distilled set has Spearman ρ = {rho:.2f} (Kendall τ = {tau:.2f}) with the "
-                 "ranking on full data."]
+    where = f"{summary['dataset']}: " if summary.get("dataset") else ""
+    sentences = [f"{where}The ranking on the distilled set has Spearman ρ = {rho:.2f} (Kendall τ = {tau:.2f}) with "
+                 "the ranking on full data."]
     if math.isnan(ceiling):
         sentences.append("No seed-vs-seed ceiling was measured (one full-data seed), so ρ cannot be set against "
                          "the noise of the full-data ranking itself.")
@@ -245,17 +254,87 @@ def nas_agreement(summary: Mapping | pd.DataFrame) -> str:
     else:
         sentences.append(f"That is {ceiling - rho:.2f} below the seed-vs-seed ceiling (ρ = {ceiling:.2f}): two "
                          "full-data runs agree with each other better than the proxy agrees with full data.")
-    full, distilled = summary.get("best on full data"), summary.get("best on distilled data")
-    if full is not None and distilled is not None:
-        sentences.append(f"Both pick {full}." if full == distilled
-                         else f"Full data picks {full}, the distilled set {distilled}.")
-    t_full, t_distilled = summary.get("search time full data (s)"), summary.get("search time distilled (s)")
-    if t_full is not None and t_distilled is not None and float(t_full) > 0 and float(t_distilled) > 0:
-        ratio = float(t_full) / float(t_distilled)
-        how = f"{ratio:.1f} times less" if ratio >= 1 else f"{1 / ratio:.1f} times more"
-        sentences.append(f"The distilled search took {float(t_distilled):.1f} s against {float(t_full):.1f} s on "
-                         f"full data: {how} time.")
+    sentences += _nas_stability(summary) + _nas_winners(summary) + _nas_budget(summary) + _nas_cost(summary)
     return " ".join(sentences)
+
+
+STABLE = 0.8   # a full-data ranking that agrees this well with itself at twice the epochs is called stable
+
+
+def _nas_stability(summary: Mapping) -> list[str]:
+    """The full-data ranking at the budget used against the one at twice its epochs."""
+    if STABILITY not in summary or pd.isna(summary[STABILITY]):
+        return []
+    stability = float(summary[STABILITY])
+    epochs = int(summary["full-data epochs"])
+    tau = float(summary.get("stability kendall (full data, budget vs 2x epochs)", float("nan")))
+    verdict = (f"stable at this budget (ρ ≥ {STABLE:g})" if stability >= STABLE else
+               f"not stable at this budget (ρ < {STABLE:g}): longer training reorders the candidates, so the seed-vs-"
+               "seed ceiling measures seed noise rather than which network ends best")
+    text = (f"Trained for {2 * epochs} epochs instead of {epochs}, the full-data ranking has Spearman ρ = "
+            f"{stability:.2f} (Kendall τ = {tau:.2f}) with the one at {counted(epochs, 'epoch')}: it is {verdict}.")
+    longer = summary.get("spearman (distilled vs full data at 2x epochs)")
+    if longer is not None and not pd.isna(longer):
+        text += f" The distilled ranking has ρ = {float(longer):.2f} with the ranking at {2 * epochs} epochs."
+    return [text]
+
+
+def _nas_winners(summary: Mapping) -> list[str]:
+    """Which candidate each side picks, and the course report's picks where this is its search."""
+    full, distilled = summary.get("best on full data"), summary.get("best on distilled data")
+    if full is None or distilled is None:
+        return []
+    sentences = [f"Both pick {full}." if full == distilled
+                 else f"Full data picks {full}, the distilled set {distilled}."]
+    course_full, course_distilled = (summary.get("course report: best on full data"),
+                                     summary.get("course report: best on distilled data"))
+    if course_full is not None and not pd.isna(course_full):
+        picked = (f"{course_full} on both" if course_full == course_distilled
+                  else f"{course_full} on full data and {course_distilled} on the distilled set")
+        agrees = "agrees" if (full, distilled) == (course_full, course_distilled) else "does not agree"
+        sentences.append(f"The course report picked {picked} (its ρ = "
+                         f"{float(summary['course report: spearman']):.2f}); this run {agrees} with it.")
+    return sentences
+
+
+def _nas_budget(summary: Mapping) -> list[str]:
+    """For the course report's search: each side's budget where it differs from the course's."""
+    course_epochs = summary.get("course report: full-data epochs")
+    if course_epochs is None or pd.isna(course_epochs):
+        return []
+    epochs, images = int(summary["full-data epochs"]), int(summary["full-data train images"])
+    cuts = []
+    if epochs != int(course_epochs) or images < int(summary.get("training set images", images)):
+        cuts.append(f"the full-data side trained {counted(epochs, 'epoch')} on {counted(images, 'training image')} "
+                    f"per network (the course: {int(course_epochs)} epochs on the whole training set)")
+    distilled, course_distilled = int(summary["distilled epochs"]), int(summary["course report: distilled epochs"])
+    if distilled != course_distilled:
+        cuts.append(f"the distilled side trained {counted(distilled, 'epoch')} (the course: {course_distilled})")
+    if not cuts:
+        return [f"Both sides trained as the course's did: {epochs} and {distilled} epochs, on {images:,} training "
+                "images per full-data network."]
+    return ["Budget cut against the course report: " + "; ".join(cuts) + "."]
+
+
+def _nas_cost(summary: Mapping) -> list[str]:
+    """Seconds of the search on the distilled set against full data, and a plain sentence when it saved none."""
+    t_full, t_distilled = summary.get("search time full data (s)"), summary.get("search time distilled (s)")
+    if t_full is None or t_distilled is None or float(t_full) <= 0 or float(t_distilled) <= 0:
+        return []
+    t_full, t_distilled = float(t_full), float(t_distilled)
+    if t_distilled >= t_full:
+        sentences = [f"The search on the distilled set did not cost less than the search on full data: "
+                     f"{t_distilled:.1f} s against {t_full:.1f} s ({t_distilled / t_full:.1f} times more time)."]
+    else:
+        sentences = [f"The distilled search took {t_distilled:.1f} s against {t_full:.1f} s on full data: "
+                     f"{t_full / t_distilled:.1f} times less time."]
+    distill = float(summary.get("distillation time of the set (s)") or 0)
+    if distill > 0:
+        total = distill + t_distilled
+        sentences.append(f"With the {distill:.1f} s the set took to distil, {total:.1f} s: "
+                         + ("still less than on full data." if total < t_full
+                            else "more than the search on full data, so this one search does not repay it."))
+    return sentences
 
 
 def baseline_summary(table: pd.DataFrame, published: Mapping[str, float] | None = None,

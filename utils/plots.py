@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 
 import matplotlib.pyplot as plt
 import torch
@@ -179,24 +180,26 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
 
 
 def transfer_bars(table, label_column: str, title: str, chance: float | None = None,
-                  reference: str = "random real", ylabel: str = "test accuracy (%)") -> plt.Figure:
+                  reference: str = "random real", ylabel: str = "test accuracy (%)", note: str = "") -> plt.Figure:
     """Cross-architecture transfer: one panel per '<dataset>, ipc <k>' named in the labels, one group of bars per
-    architecture (the other columns, each '<arch> (%)' with its std column as error bars), one bar per set; the set
-    whose label starts with `reference` is a dashed line with a ± std band over each group, `chance` a dotted line."""
+    architecture measured in that panel (the other columns, each '<arch> (%)' with its std column as error bars),
+    one bar per set; the set whose label starts with `reference` is a dashed line with a ± std band over each group,
+    `chance` a dotted line; `note` is printed under the panels."""
     stds = {std_column(c) for c in table.columns}
-    architectures = [c for c in table.columns if c != label_column and c not in stds]
+    columns = [c for c in table.columns if c != label_column and c not in stds]
     panel_of = [(m.group(1), m.group(2)) if (m := re.search(r"(\w+), ipc (\d+)", str(label))) else ("", "")
                 for label in table[label_column]]
     panels = list(dict.fromkeys(panel_of))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(7.0, 1.4 * len(architectures) + 2), 3.6 * len(panels)),
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(7.0, 1.4 * len(columns) + 2), 3.6 * len(panels)),
                              squeeze=False)
     for ax, panel in zip(axes[:, 0], panels):
         rows = table[[p == panel for p in panel_of]]
+        architectures = [c for c in columns if any(mean_std(r, c) is not None for r in rows.to_dict("records"))]
         is_reference = rows[label_column].astype(str).str.startswith(reference)
         sets, floor = rows[~is_reference], rows[is_reference]
         width = 0.8 / max(len(sets), 1)
         for k, r in enumerate(sets.to_dict("records")):
-            cells = [mean_std(r, a) or (0.0, 0.0) for a in architectures]
+            cells = [mean_std(r, a) or (float("nan"), 0.0) for a in architectures]   # no bar where not trained
             label = str(r[label_column]).replace(f", {panel[0]}, ipc {panel[1]}", "")
             ax.bar([i - 0.4 + (k + 0.5) * width for i in range(len(architectures))], [c[0] for c in cells], width,
                    yerr=[c[1] for c in cells], capsize=2, label=label)
@@ -215,6 +218,8 @@ def transfer_bars(table, label_column: str, title: str, chance: float | None = N
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
+    if note:
+        fig.text(0.01, 0.0, textwrap.fill(note, 140), fontsize=7, va="top", ha="left")
     return fig
 
 

@@ -95,13 +95,28 @@ class DistillStudySettings:
 
 
 @dataclass(frozen=True)
-class CrossArchSettings:
-    """03: architectures each saved set is trained on."""
+class TransferGrid:
+    """03: which saved sets (method, dataset, ipc, init) train which architectures."""
 
     architectures: tuple[str, ...] = ("ConvNet", "LeNet", "AlexNet", "VGG11", "ResNet18", "MLP")
-    datasets: tuple[str, ...] = ("MNIST", "CIFAR10")   # which saved sets to transfer ...
+    datasets: tuple[str, ...] = ("MNIST", "CIFAR10")
     ipcs: tuple[int, ...] = (10,)
     inits: tuple[str, ...] = ("real", "noise")
+    methods: tuple[str, ...] | None = None   # method keys (utils.distill.METHODS); None: every method
+
+    def selects(self, method: str | None, dataset: str, ipc: int, init: str = "-") -> bool:
+        """Whether this grid trains the set; `method` None: the random-real floor of (dataset, ipc)."""
+        if dataset not in self.datasets or ipc not in self.ipcs:
+            return False
+        return method is None or ((self.methods is None or method in self.methods) and init in self.inits)
+
+
+@dataclass(frozen=True)
+class CrossArchSettings:
+    """03: grids of saved sets x architectures, and one budget per architecture (so each column of the table has
+    one protocol whichever grid a set comes from)."""
+
+    grids: tuple[TransferGrid, ...] = (TransferGrid(),)
     epochs: int = 300
     n_models: int = 5
     test_images: int | None = None   # None: the whole real test set
@@ -112,22 +127,67 @@ class CrossArchSettings:
         found = {arch: (epochs, lr) for arch, epochs, lr in self.budgets}
         return found.get(architecture, (self.epochs, None))
 
+    def union(self, name: str) -> tuple:
+        """One field of every grid ('architectures', 'datasets', 'ipcs', 'inits'), joined in grid order."""
+        return tuple(dict.fromkeys(value for grid in self.grids for value in getattr(grid, name)))
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        """Every architecture of any grid."""
+        return self.union("architectures")
+
+    def architectures_for(self, method: str | None, dataset: str, ipc: int, init: str = "-") -> tuple[str, ...]:
+        """The architectures one set trains on: those of every grid that selects it (`TransferGrid.selects`)."""
+        return tuple(dict.fromkeys(arch for grid in self.grids if grid.selects(method, dataset, ipc, init)
+                                   for arch in grid.architectures))
+
 
 @dataclass(frozen=True)
-class NasSettings:
-    """04: candidate ConvNets trained on full data and on a distilled set; rankings compared."""
+class NasSearch:
+    """04: one architecture search: candidate networks trained on (a subset of) the full training set and on a
+    distilled set, and the two rankings compared."""
 
     dataset: str = "CIFAR10"
+    candidates: tuple[str, ...] = tuple(f"ConvNetD{d}W{w}" for d in (1, 2, 3, 4) for w in (32, 64, 128, 256))
     method: str = "gm"                # the distilled set searched on: <method>_<dataset>_ipc<ipc>_<init>.pt
     ipc: int = 10
     init: str = "real"
-    depths: tuple[int, ...] = (1, 2, 3, 4)
-    widths: tuple[int, ...] = (32, 64, 128, 256)
-    full_epochs: int = 20
-    full_train_images: int | None = None
+    full_epochs: int = 20             # full-data side: SGD, cosine annealing from lr 0.01, batch 256 (the course's)
+    full_train_images: int | None = None   # None: the whole training set
     full_seeds: int = 2               # full-data rankings; their agreement is the ceiling any proxy can reach
+    longer_seeds: int = 2             # full-data runs again at twice `full_epochs`: is the ranking stable?
     distilled_epochs: int = 300
+    distilled_schedule: str = "step"  # 'step': the distilled-set protocol (lr / 10 at half); 'cosine': the course's
     n_models: int = 3                 # networks per candidate on the distilled set (issue 10: >= 3 outside headlines)
+    course: bool = False              # the course report's own search: its numbers are set beside this one's
+
+    def __post_init__(self):
+        if not self.candidates:
+            raise ValueError("NasSearch.candidates must name at least one network")
+        if min(self.full_seeds, self.longer_seeds, self.n_models) < 1:
+            raise ValueError(f"NasSearch full_seeds, longer_seeds and n_models must be >= 1, got {self.full_seeds}, "
+                             f"{self.longer_seeds} and {self.n_models}")
+        if self.distilled_schedule not in ("step", "cosine"):
+            raise ValueError(f"NasSearch.distilled_schedule must be 'step' or 'cosine', got "
+                             f"{self.distilled_schedule!r}")
+
+    @property
+    def name(self) -> str:
+        """The search's name in file names and titles: its dataset."""
+        return self.dataset
+
+
+# The course report's search (ECE1512 2022F Project B, Shi & Chen): MNIST, ConvNet of depth 1, 2 and 4 (width 128),
+# both sides trained like its baselines (20 epochs, cosine annealing from lr 0.01, batch 256) on its GM + DSA set.
+COURSE_NAS = NasSearch(dataset="MNIST", candidates=("ConvNetD1", "ConvNetD2", "ConvNetD4"), full_epochs=20,
+                       distilled_epochs=20, distilled_schedule="cosine", course=True)
+
+
+@dataclass(frozen=True)
+class NasSettings:
+    """04: the architecture searches to run, one per dataset: the course report's, then the extension."""
+
+    searches: tuple[NasSearch, ...] = (COURSE_NAS, NasSearch())
 
 
 @dataclass(frozen=True)
@@ -230,11 +290,17 @@ CPU = Profile(
                                         lr_img=1000.0, lr_teacher=0.01, num_experts=2, expert_train_images=10000),
     },
     # AlexNet is unstable above lr 0.01; VGG11 and ResNet18 cost 0.9 and 1.2 s an epoch; ResNet18 trains at 0.05
-    cross_arch=CrossArchSettings(datasets=("CIFAR10",), inits=("real",), epochs=300, n_models=3, test_images=1000,
+    # the course report's rows (GM + DSA sets, ConvNet -> LeNet) and every method's CIFAR-10 real set on six networks
+    cross_arch=CrossArchSettings(grids=(TransferGrid(architectures=("ConvNet", "LeNet"), methods=("gm",)),
+                                        TransferGrid(datasets=("CIFAR10",), inits=("real",))),
+                                 epochs=300, n_models=3, test_images=1000,
                                  budgets=(("AlexNet", 80, 0.01), ("VGG11", 30, None), ("ResNet18", 40, 0.05))),
+    # full data: 2 epochs on 10,000 images (a 60k-image MNIST epoch costs about 2 min), one seed again at 4 epochs;
     # 3 networks per candidate on the distilled set (issue 10: >= 3 outside the headline rows)
-    nas=NasSettings(depths=(1, 2, 3, 4), widths=(32, 128), full_epochs=2, full_train_images=10000,
-                    distilled_epochs=300),
+    nas=NasSettings(searches=(
+        replace(COURSE_NAS, full_epochs=2, full_train_images=10000, longer_seeds=1),
+        NasSearch(candidates=tuple(f"ConvNetD{d}W{w}" for d in (1, 2, 3, 4) for w in (32, 128)), full_epochs=2,
+                  full_train_images=10000, longer_seeds=1))),
     # 64 px (the offline copy's resolution) with a narrow depth-4 ConvNet; longer budgets did not widen the gap
     mhist=MhistSettings(im_size=64, depth=4, width=32, ipcs=(10, 50), inits=("real",), baseline_epochs=15,
                         eval_epochs=300, n_models=5,
@@ -262,9 +328,15 @@ SMOKE = Profile(   # seconds per notebook: the smallest sizes that still run eve
              "mtt": TrajectoryMatchingConfig(iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=1,
                                              lr_teacher=0.01, num_experts=1, expert_train_images=256,
                                              checkpoint_every=1, architecture=SMOKE_NET)},
-    cross_arch=CrossArchSettings(architectures=("ConvNet", "MLP"), ipcs=(1,), epochs=2, n_models=2),
-    nas=NasSettings(ipc=1, depths=(1, 2), widths=(32,), full_epochs=1, full_train_images=256, distilled_epochs=2,
-                    n_models=1),
+    cross_arch=CrossArchSettings(grids=(TransferGrid(architectures=("ConvNet", "LeNet"), ipcs=(1,), methods=("gm",)),
+                                        TransferGrid(architectures=("ConvNet", "MLP"), datasets=("CIFAR10",),
+                                                     ipcs=(1,), inits=("real",))),
+                                 epochs=2, n_models=2),
+    nas=NasSettings(searches=(
+        replace(COURSE_NAS, ipc=1, full_epochs=1, full_train_images=128, longer_seeds=1, distilled_epochs=2,
+                n_models=1),
+        NasSearch(ipc=1, candidates=("ConvNetD1W32", "ConvNetD2W32"), full_epochs=1, full_train_images=128,
+                  longer_seeds=1, distilled_epochs=2, n_models=1))),
     mhist=MhistSettings(im_size=32, depth=3, width=32, ipcs=(1,), inits=("real",), baseline_epochs=1, eval_epochs=2,
                         n_models=2,
                         methods={"gm": GradientMatchingConfig(iterations=2, real_batch=8, loops=((1, 1, 1),)),

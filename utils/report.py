@@ -29,7 +29,8 @@ from nbconvert.filters.markdown import markdown2html
 from PIL import Image
 
 from utils.comparison import COURSE_CAPTION, COURSE_REPORT, RUN_COURSE, RUN_HEADLINE, course_vs_run
-from utils.interpretation import best_summary, shown
+from utils.cross_architecture import grid_sets
+from utils.interpretation import best_summary, counted, shown
 from utils.paths import NOTEBOOKS_DIR, RESULTS_DIR
 from utils.profiles import PROFILES, EvaluationSettings
 from utils.results import (
@@ -251,20 +252,22 @@ def protocol_card(profile_name: str, number: str) -> dict[str, str]:
             epochs, lr = c.budget(arch)
             budgets.append(f"{arch} {epochs} epochs, lr {lr:g}" if lr is not None
                            else f"{arch} {epochs} epochs, lr: a set's learned (MTT) or {ev.lr:g}")
-        return {"sets": f"{', '.join(c.datasets)}; ipc {', '.join(map(str, c.ipcs))}; init {', '.join(c.inits)}",
+        return {"sets": "; ".join(f"{', '.join(g.architectures)}: {grid_sets(g)}" for g in c.grids),
                 "architectures and budgets": "; ".join(budgets), "networks per set": str(c.n_models),
                 "DSA during evaluation": "no",
                 "test images": f"{limit:,} (stratified subset)" if limit else "the whole test set"}
     if number == "04":
-        n = profile.nas
-        return {"dataset": n.dataset, "candidates": f"ConvNet depth {', '.join(map(str, n.depths))} × width "
-                                                     f"{', '.join(map(str, n.widths))}",
-                "full-data side": f"{n.full_epochs} epochs on "
-                                  f"{f'{n.full_train_images:,}' if n.full_train_images else 'all'} training images, "
-                                  f"{n.full_seeds} seeds",
-                "distilled side": f"the {n.method} set, ipc {n.ipc}, {n.init} init; {n.distilled_epochs} epochs, "
-                                  f"{n.n_models} networks per candidate, no DSA",
-                "test images": test_images}
+        card = {}
+        for n in profile.nas.searches:
+            images = f"{n.full_train_images:,}" if n.full_train_images else "all"
+            whose = " (the course report's)" if n.course else ""
+            card[f"{n.dataset} search{whose}"] = (
+                f"candidates {', '.join(n.candidates)}; full data: {counted(n.full_epochs, 'epoch')} on {images} "
+                f"training images, {counted(n.full_seeds, 'seed')}, and {counted(2 * n.full_epochs, 'epoch')}, "
+                f"{counted(n.longer_seeds, 'seed')} (cosine annealing from lr 0.01); distilled: the {n.method} set, "
+                f"ipc {n.ipc}, {n.init} init, {counted(n.distilled_epochs, 'epoch')} ({n.distilled_schedule} "
+                f"schedule), {counted(n.n_models, 'network')} per candidate, no DSA")
+        return {**card, "test images": test_images}
     if number == "05":
         m = profile.mhist
         return {"images": f"{m.im_size}×{m.im_size}", "network": m.architecture,

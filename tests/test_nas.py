@@ -13,7 +13,7 @@ import torch
 import utils.full_training as full_training
 import utils.nas as nas
 from utils import interpretation, plots
-from utils.comparison import COURSE_NUMBERS, course_vs_run
+from utils.comparison import COURSE_NUMBERS, RUN_HEADLINE, course_vs_run
 from utils.cross_architecture import convnet_note, transfer_table
 from utils.distill import METHODS
 from utils.dry_run import profile_units
@@ -174,11 +174,11 @@ def test_the_course_table_finds_this_runs_nas_and_lenet_numbers(tmp_path):
     writer.table(pd.DataFrame({"training set": ["Gradient matching + DSA, MNIST, ipc 10, real init"],
                                "LeNet (%)": [80.5], "LeNet std (%)": [0.5]}), "03_cross_architecture")
     nas_rows = course_vs_run(tmp_path, "04").set_index("what")
-    assert nas_rows.loc["MNIST NAS, ConvNetD4 trained on full data", ["course report", "this run"]].tolist() == \
+    assert nas_rows.loc["MNIST NAS, ConvNetD4 trained on full data", ["course report", RUN_HEADLINE]].tolist() == \
         [99.26, 98.0]
-    assert nas_rows.loc["MNIST NAS, ConvNetD2 trained on the distilled set", "this run"] == 85.0
+    assert nas_rows.loc["MNIST NAS, ConvNetD2 trained on the distilled set", RUN_HEADLINE] == 85.0
     lenet = course_vs_run(tmp_path, "03").set_index("what")
-    assert lenet.loc["MNIST, gradient-matching set (real init) trained on LeNet", "this run"] == 80.5
+    assert lenet.loc["MNIST, gradient-matching set (real init) trained on LeNet", RUN_HEADLINE] == 80.5
     assert read_table(tmp_path / "tables" / "04_nas_MNIST_candidates.csv")["candidate"].tolist()[-1] == "ConvNetD4"
 
 

@@ -3,18 +3,21 @@ distilled set and compare with the ranking after training on real data."""
 
 from __future__ import annotations
 
-import json
 from functools import partial
-from pathlib import Path
 
 import pandas as pd
 
 from utils.distill import load_synthetic
 from utils.executor import Handle
-from utils.full_training import FullTrainingConfig, full_training_path, read_full_training, train_full_uncached
+from utils.full_training import (
+    FullTrainingConfig,
+    full_training_path,
+    read_full_training,
+    train_full_uncached,
+    write_full_training,
+)
 from utils.metrics import rank_correlations
 from utils.notebook import NotebookRun
-from utils.results import atomic_write
 from utils.study import submit_evaluation
 from utils.synthetic import synthetic_path
 
@@ -36,7 +39,7 @@ def search(run: NotebookRun) -> tuple[pd.DataFrame, dict[str, float | bool | str
     seeds = [run.seed + k for k in range(settings.full_seeds)]
     with run.executor.pool("NAS candidates", unit="unit") as pool:
         full: dict[tuple[str, int], dict] = {}
-        training: dict[tuple[str, int], tuple[Path, Handle]] = {}
+        training: dict[tuple[str, int], Handle] = {}
         evaluations = {}
         for arch in candidates:
             for seed in seeds:
@@ -48,13 +51,14 @@ def search(run: NotebookRun) -> tuple[pd.DataFrame, dict[str, float | bool | str
                 if found is not None:
                     full[arch, seed] = found
                 else:
-                    training[arch, seed] = cache_path, pool.submit(train_full_uncached, data, config, run.device, key)
+                    training[arch, seed] = pool.submit(
+                        train_full_uncached, data, config, run.device, key).when_done(
+                        partial(write_full_training, cache_path, key))
             evaluations[arch] = submit_evaluation(pool, run, synthetic.images, synthetic.labels, data, dsa=False,
                                                   architecture=arch, lr=synthetic.lr, epochs=settings.distilled_epochs,
                                                   n_models=settings.n_models)
-        for candidate, (cache_path, handle) in training.items():
+        for candidate, handle in training.items():
             full[candidate] = handle.result()
-            atomic_write(cache_path, partial(Path.write_text, data=json.dumps(full[candidate])))
         distilled = {arch: evaluation.result() for arch, evaluation in evaluations.items()}
     rows = []
     for arch in candidates:

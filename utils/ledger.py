@@ -125,6 +125,13 @@ def record(kind: str, key: dict, value, seconds: float) -> dict | None:
     return None if ledger is None else ledger.write(kind, key, value, seconds)
 
 
+def machine_of(kind: str, key: dict) -> str:
+    """The machine a recorded unit ran on, else this run's ('' without a ledger)."""
+    unit = recorded(kind, key)
+    ledger = current()
+    return unit["stamp"]["machine"] if unit is not None else ledger.machine if ledger is not None else ""
+
+
 def records(root: str | os.PathLike) -> list[dict]:
     """Every unit record under `<root>/units/` (unreadable files skipped), sorted by path."""
     found = []

@@ -18,13 +18,13 @@ from utils.augment import DSA, strategy_for
 from utils.data import Dataset
 from utils.digest import config_hash, tensor_digest, versioned
 from utils.distill import METHODS, DistillTask, build_set, distill_key
-from utils.distill.base import load_matching, save_set
+from utils.distill.base import SYNTHETIC, load_matching, save_set
 from utils.executor import LOCAL, Handle, Pool
 from utils.notebook import NotebookRun
 from utils.paths import cache_dir, read_cache, write_cache
 from utils.plots import accuracy_curves, loss_curves, synthetic_before_after
 from utils.recipe import derive
-from utils.results import std_column
+from utils.results import MACHINE_COLUMN, std_column
 from utils.synthetic import SyntheticSet, initial_images, random_real_subset, synthetic_path
 from utils.zca import zca_whiten
 
@@ -49,6 +49,7 @@ class SetResult:
     peak_memory_mib: float = 0.0
     config: dict = field(default_factory=dict)
     curve: dict[int, SyntheticEvaluation] = field(default_factory=dict)   # iteration -> evaluation of its snapshot
+    machine: str = ""   # where its units ran (the distillation's machine first)
 
     def row(self, metrics: tuple[str, ...] = ("accuracy",)) -> dict:
         """One table row: each metric of each evaluation variant as mean and std (%, two columns), then costs."""
@@ -63,6 +64,8 @@ class SetResult:
         row.update({"models": len(first.runs), "distillation time (s)": round(self.distill_seconds, 1),
                     "peak memory (MiB)": round(self.peak_memory_mib),
                     "train time per model (s)": round(sum(first.train_seconds) / len(first.train_seconds), 1)})
+        if self.machine:
+            row[MACHINE_COLUMN] = self.machine
         return row
 
 
@@ -254,15 +257,24 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
         results: list[tuple[SetResult, SyntheticSet | None]] = []
         for i, unit in enumerate(units):
             if unit.method is None:
-                results.append((SetResult(FLOOR, unit.data.name, unit.ipc, "-", merged_floor(floors[i])), None))
+                machine = _machines(p.machine for part in floors[i] for p in part.values())
+                results.append((SetResult(FLOOR, unit.data.name, unit.ipc, "-", merged_floor(floors[i]),
+                                          machine=machine), None))
                 continue
             config = sets[i].config
             evaluations = {variant: pending.result() for variant, pending in finals[i].items()}
             curve_points = {iteration: curves[i][iteration].result() for iteration in sorted(curves[i])}
             results.append((SetResult(METHODS[unit.method].label, unit.data.name, unit.ipc, unit.init, evaluations,
                                       config["iterations_done"], config["wall_seconds"], config["peak_memory_mib"],
-                                      config, curve_points), sets[i]))
+                                      config, curve_points, _machines([ledger.machine_of(SYNTHETIC, keys[i]), *(
+                                          p.machine for p in [*finals[i].values(), *curves[i].values()])])),
+                            sets[i]))
     return results
+
+
+def _machines(machines) -> str:
+    """Distinct machines in first-seen order, joined ('' when none is known)."""
+    return "; ".join(dict.fromkeys(m for m in machines if m))
 
 
 def _draw_before_after(run: NotebookRun, unit: SetUnit, synthetic: SyntheticSet, prefix: str) -> None:

@@ -53,7 +53,7 @@ def data_digest(data: Dataset) -> str:
 # cannot change a number (figures, report, prose, progress bars, the dry run's projection), left out.
 CODE_FILES = ("utils/**/*.py", "networks.py", "utility.py", "requirements.txt", "notebooks/[0-9][0-9]_*.ipynb")
 NOT_NUMBERS = ("utils/plots.py", "utils/report.py", "utils/safe_html.py", "utils/readme_results.py",
-               "utils/interpretation.py", "utils/progress.py", "utils/dry_run.py")
+               "utils/interpretation.py", "utils/progress.py", "utils/dry_run.py", "utils/provenance.py")
 
 
 def _file_text(path: Path) -> str:

@@ -4,9 +4,9 @@ A unit (an evaluation, a full-data training, an expert-buffer summary, a distill
 finishes, atomically, as plain JSON: its portable key (what it computes: data digest, settings, profile, seed),
 its value and a stamp (code digest, profile, seed, machine, precision, torch version, wall seconds, date,
 notebook). The file name hashes only the key, so a unit recorded on one machine is reused on any other; a record
-is reused while its stamp's code digest is the checkout's (`utils.digest.code_digest`), else it is stale and
-recomputed. Notebooks open the ledger of their results folder (`utils.notebook.start`); without one (library
-use, tests) nothing is recorded or reused.
+is reused while its stamp's code digest (`utils.digest.code_digest`), profile and seed are the run's, else it is
+stale and recomputed. Notebooks open the ledger of their results folder (`utils.notebook.start`); without one
+(library use, tests) nothing is recorded or reused.
 
 The budget: `DD_DEADLINE` (seconds since the epoch, set by `python -m utils.pipeline --budget-minutes`) makes
 every unit that would start after it raise `BudgetExhausted` instead (`check_budget`, called where units start).
@@ -75,7 +75,8 @@ class Ledger:
         return self.root / UNITS / kind / f"{config_hash(portable(key))}.json"
 
     def read(self, kind: str, key: dict) -> dict | None:
-        """The record of this unit if it was made by the current code, else None (missing, stale or unreadable)."""
+        """The record of this unit if it was made by the current code with this profile and seed, else None
+        (missing, stale or unreadable)."""
         path = self.path(kind, key)
         try:
             record = json.loads(path.read_text())
@@ -83,7 +84,9 @@ class Ledger:
             return None
         if not isinstance(record, dict) or record.get("key") != portable(key):
             return None
-        return record if record.get("stamp", {}).get("code") == code_digest() else None
+        stamp = record.get("stamp", {})
+        current = {"code": code_digest(), "profile": self.profile, "seed": self.seed}
+        return record if all(stamp.get(k) == v for k, v in current.items()) else None
 
     def write(self, kind: str, key: dict, value, seconds: float) -> dict:
         """Record a finished unit (atomically) and return the record."""

@@ -112,14 +112,13 @@ def test_a_run_stopped_by_its_budget_and_resumed_on_another_machine_matches_an_u
     before = len(computed)
     resumed = _study(_run(tmp_path / "parts", data_root, "machine B", tmp_path / "c3", monkeypatch, TINY))
     pd.testing.assert_frame_equal(resumed.drop(columns="machine"), whole.drop(columns="machine"))
-    assert resumed["machine"].to_dict() == {"random real": "machine A", "Gradient matching + DSA": "machine A; machine B"}, \
-        "each row names the machines of its units, the distillation's first"
+    machines = {"random real": "machine A", "Gradient matching + DSA": "machine A; machine B"}
+    assert resumed["machine"].to_dict() == machines, "a row names its units' machines, the distillation's first"
     evaluations_recorded = len(list((tmp_path / "parts" / ledger.UNITS / study.EVALUATION).glob("*.json")))
     assert len(computed) - before == total - interrupted and evaluations_recorded == total
     [a], [b] = find_synthetic(tmp_path / "whole"), find_synthetic(tmp_path / "parts")
     assert torch.equal(SyntheticSet.load(a).images, SyntheticSet.load(b).images)
-    machines = {r["stamp"]["machine"] for r in ledger.records(tmp_path / "parts")}
-    assert machines == {"machine A", "machine B"}
+    assert {r["stamp"]["machine"] for r in ledger.records(tmp_path / "parts")} == {"machine A", "machine B"}
 
 
 def test_a_run_stopped_by_its_budget_writes_a_partial_summary_naming_what_is_missing(tmp_path, tmp_cache, capsys):

@@ -74,10 +74,10 @@ def _evaluation_key(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Da
     """What determines one evaluation: the training set's content and every evaluation setting (its cache file
     hashes this with the torch version; its unit record, without precision and device class)."""
     return {"images": tensor_digest(x, y), "dataset": data.name, "im_size": list(data.im_size),
-           "test": tensor_digest(data.x_test[:64], data.y_test), "dsa": dsa, "architecture": architecture, "lr": lr,
-           "epochs": epochs, "n_models": n_models, "seed": run.seed, "precision": run.precision,
-           "evaluation": asdict(run.profile.evaluation), "profile": run.profile.name,
-           "device_class": run.device.type}
+            "test": tensor_digest(data.x_test[:64], data.y_test), "dsa": dsa, "architecture": architecture,
+            "lr": lr, "epochs": epochs, "n_models": n_models, "seed": run.seed, "precision": run.precision,
+            "evaluation": asdict(run.profile.evaluation), "profile": run.profile.name,
+            "device_class": run.device.type}
 
 
 def _evaluate(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,

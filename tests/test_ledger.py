@@ -140,3 +140,9 @@ def test_results_of_other_code_say_so_first_and_name_the_changed_files(tmp_path)
     provenance.annotate_summary(tmp_path)
     first = (tmp_path / "summary.md").read_text().splitlines()[0]
     assert first.startswith(provenance.CHANGED_PREFIX) and "utils/study.py" in first and "0ld0ld0ld0ld0ld0" in first
+
+
+@pytest.mark.parametrize("budget", [0, -5.0])
+def test_a_budget_that_is_not_a_positive_number_of_minutes_is_refused(budget, tmp_path):
+    with pytest.raises(ValueError, match="--budget-minutes must be a positive number of minutes"):
+        pipeline.run("smoke", results_dir=tmp_path, budget_minutes=budget)

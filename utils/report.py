@@ -388,8 +388,8 @@ def setup(results_dir: Path, found: list[Section]) -> dict[str, str]:
         "total time": f"{total / 3600:.2f} h ({total:.0f} s, sum over notebooks)" if total else "-",
         "notebooks": ", ".join(f"{s.number}{'' if s.executed else ' (no executed notebook)'}" for s in found),
         "results written": _distinct(sorted({m.get("created_utc", "")[:10] for m in metas})),
-        "code digest": provenance.code_line(results_dir).removeprefix(provenance.CODE_PREFIX).strip() or
-        "not recorded (results written before code digests were recorded)",
+        "code digest": provenance.code_line(results_dir).removeprefix(provenance.CODE_PREFIX).replace("`", "").strip()
+        or "not recorded (results written before code digests were recorded)",
     }
 
 
@@ -574,7 +574,7 @@ def render_latex(results_dir: Path, found: list[Section]) -> str:
 def _latex_status(results_dir: Path) -> list[str]:
     """The status line (partial results, changed code) as the document's first paragraph, if there is one."""
     status = provenance.status_line(results_dir)
-    return [r"\noindent\textbf{" + latex_text(status.replace("**", "")) + "}", ""] if status else []
+    return [r"\noindent\textbf{" + latex_text(status.replace("**", "").replace("`", "")) + "}", ""] if status else []
 
 
 LATEX_PACKAGES = "texlive-latex-base texlive-latex-recommended"   # Debian: pdflatex, booktabs, graphicx, geometry

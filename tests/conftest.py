@@ -83,3 +83,12 @@ def _restore_torch_rng():
     state = torch.get_rng_state()
     yield
     torch.set_rng_state(state)
+
+
+@pytest.fixture(autouse=True)
+def _close_ledger():
+    """A notebook started in one test must not record or reuse units in the next one (`utils.ledger`)."""
+    yield
+    from utils.ledger import open_ledger
+
+    open_ledger(None)

@@ -15,7 +15,16 @@ from utility import hardware_name
 from utils.distill import METHODS, find_synthetic
 from utils.distill.method import PREPARATION_SECONDS
 from utils.profiles import PROTOCOLS, EvaluationSettings
-from utils.results import atomic_write, code_commit, display_frame, mean_std, read_metadata, read_table, std_column
+from utils.results import (
+    MACHINE_COLUMN,
+    atomic_write,
+    code_commit,
+    display_frame,
+    mean_std,
+    read_metadata,
+    read_table,
+    std_column,
+)
 from utils.study import FLOOR, protocol_words
 from utils.synthetic import parse_synthetic_name
 
@@ -133,7 +142,8 @@ STAMP_PREFIX = "**Run:**"
 
 def gather(results_dir: str | Path, profile: str | None = None) -> pd.DataFrame:
     """Every set of every study table present, once each, in one frame (profile from each table's metadata);
-    with `profile`, a table written by another profile is skipped with a warning."""
+    with `profile`, a table written by another profile is skipped with a warning. Where a table has a machine
+    column (units from several machines), every row gets its machine (else its table's)."""
     frames = []
     for name in STUDY_TABLES:
         path = Path(results_dir) / "tables" / f"{name}.csv"
@@ -145,13 +155,20 @@ def gather(results_dir: str | Path, profile: str | None = None) -> pd.DataFrame:
                 continue
             frame = read_table(path).rename(columns={PLAIN: "accuracy without DSA (%)",
                                                      std_column(PLAIN): std_column("accuracy without DSA (%)")})
-            frame = frame[[c for c in COLUMNS if c in frame.columns]].copy()
+            frame = frame[[c for c in (*COLUMNS, MACHINE_COLUMN) if c in frame.columns]].copy()
             frame["profile"] = table_profile
             frame["source"] = name
             frames.append(frame)
     if not frames:
         raise FileNotFoundError(f"No study tables under {Path(results_dir) / 'tables'}; run notebooks 02-07 first.")
-    table = pd.concat(frames, ignore_index=True).reindex(columns=[*COLUMNS, "profile", "source"])
+    machine = []
+    if any(MACHINE_COLUMN in f.columns for f in frames):   # units from several machines: each row's machine
+        machine = [MACHINE_COLUMN]
+        for f in frames:
+            if MACHINE_COLUMN not in f.columns:
+                f[MACHINE_COLUMN] = read_metadata(Path(results_dir) / "tables" / f"{f['source'].iloc[0]}.csv").get(
+                    "hardware", "")
+    table = pd.concat(frames, ignore_index=True).reindex(columns=[*COLUMNS, *machine, "profile", "source"])
     table = table.drop_duplicates(subset=["method", "dataset", "ipc", "init"], ignore_index=True)
     for column in ("ipc", "models", "iterations"):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")

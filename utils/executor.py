@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from utils.data import Dataset
+from utils.ledger import BudgetExhausted, check_budget
 from utils.progress import progress
 from utils.recipe import DataRecipe, recipe_of
 
@@ -47,24 +48,42 @@ class Handle:
     def __init__(self, pool: Pool, fetch: Callable[[], Any]):
         self.pool, self.fetch = pool, fetch
         self.finished, self.value = False, None
+        self.on_result: list[Callable[[Any], None]] = []
 
     def result(self) -> Any:
         """The unit's return value (an exception raised by the unit is raised here)."""
         if not self.finished:
             self.value, self.finished = self.fetch(), True
             self.pool.bar.update(1)
+            for write in self.on_result:
+                write(self.value)
         return self.value
+
+    def when_done(self, write: Callable[[Any], None]) -> Handle:
+        """Call `write(value)` on the driver as soon as the unit's result is here (at once where it already is),
+        so that a finished unit is recorded even if the run stops before its result is used."""
+        if self.finished:
+            write(self.value)
+            return self
+        self.on_result.append(write)
+        if self.pool.eager:
+            self.result()
+        return self
 
 
 class Pool:
     """Units submitted together; one progress bar counts them as they finish."""
+
+    eager = False   # whether a unit's result is there as soon as it is submitted
 
     def __init__(self, desc: str, unit: str):
         self.bar = progress(desc=desc, total=0, unit=unit)
         self.handles: list[Handle] = []
 
     def submit(self, fn: Callable, *args, **kwargs) -> Handle:
-        """Run `fn(*args, **kwargs)` as one unit; its handle gives the result."""
+        """Run `fn(*args, **kwargs)` as one unit; its handle gives the result. A unit that would start after the
+        run's budget raises `BudgetExhausted` instead."""
+        check_budget()
         handle = Handle(self, self._start(fn, *args, **kwargs))
         self.handles.append(handle)
         self.bar.total += 1
@@ -80,6 +99,15 @@ class Pool:
         for handle in self.handles:
             handle.result()
 
+    def collect_finished(self) -> None:
+        """Fetch (and so record) the result of every unit that has finished, without waiting for the others."""
+        for handle in self.handles:
+            if self._done(handle):
+                handle.result()
+
+    def _done(self, handle: Handle) -> bool:
+        return handle.finished
+
 
 class Executor:
     """Runs pools of units."""
@@ -93,6 +121,9 @@ class Executor:
         try:
             yield pool
             pool.join()
+        except BudgetExhausted:
+            pool.collect_finished()
+            raise
         finally:
             pool.bar.close()
 
@@ -102,6 +133,11 @@ class Executor:
 
 class _LocalPool(Pool):
     """Each unit runs in this process as it is submitted."""
+
+    eager = True
+
+    def _done(self, handle: Handle) -> bool:
+        return True
 
     def _start(self, fn, *args, **kwargs) -> Callable[[], Any]:
         value = fn(*args, **kwargs)
@@ -140,13 +176,21 @@ class _RayPool(Pool):
     def __init__(self, executor: RayExecutor, desc: str, unit: str):
         super().__init__(desc, unit)
         self.executor, self.desc, self.submitted = executor, desc, 0
+        self._tasks: list[_RayUnit] = []
 
     def _start(self, fn, *args, **kwargs) -> Callable[[], Any]:
         shipped = self.executor.task_argument
         self.submitted += 1
         task = _RayUnit(self.submitted, fn, tuple(map(shipped, args)), {k: shipped(v) for k, v in kwargs.items()})
         self._launch(task)
+        self._tasks.append(task)
         return lambda: self._fetch(task)
+
+    def _done(self, handle: Handle) -> bool:
+        import ray
+
+        task = self._tasks[self.handles.index(handle)]
+        return handle.finished or bool(ray.wait([task.ref], timeout=0)[0])
 
     def _launch(self, task: _RayUnit) -> None:
         env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}

@@ -13,10 +13,13 @@ import torch
 
 from networks import get_network
 from utility import Timer, count_macs, count_parameters, evaluate, set_seed, train
+from utils import ledger
 from utils.data import Dataset, stratified_subset
 from utils.digest import config_hash, data_digest, versioned
 from utils.paths import cache_dir, read_cache, require
 from utils.results import atomic_write
+
+FULL_TRAINING = "full_training"   # the unit records' kind
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,22 @@ def full_training_path(data: Dataset, config: FullTrainingConfig, device: torch.
 
 
 def read_full_training(path: Path, key: dict) -> dict | None:
-    """The cached result at `path` if it was made with `key`."""
+    """The result of the training with `key`: its unit record in the results (at this code digest, from any
+    machine), else the cached result at `path` if it was made with `key` (then recorded as a unit)."""
+    unit = ledger.recorded(FULL_TRAINING, key)
+    if unit is not None:
+        return unit["value"]
     cached = read_cache(path, lambda p: require(json.loads(p.read_text()), {"config": dict, "metrics": dict}))
-    return cached if cached is not None and cached.get("config") == key else None
+    if cached is None or cached.get("config") != key:
+        return None
+    ledger.record(FULL_TRAINING, key, cached, cached["train_seconds"] + cached["test_seconds"])
+    return cached
+
+
+def write_full_training(path: Path, key: dict, result: dict) -> None:
+    """Write a finished training to the cache at `path` and record it as a unit of the results."""
+    atomic_write(path, lambda p: p.write_text(json.dumps(result)))
+    ledger.record(FULL_TRAINING, key, result, result["train_seconds"] + result["test_seconds"])
 
 
 def train_full(data: Dataset, config: FullTrainingConfig, device: torch.device, progress: bool = True) -> dict:
@@ -52,8 +68,9 @@ def train_full(data: Dataset, config: FullTrainingConfig, device: torch.device, 
     cached = read_full_training(path, key)
     if cached is not None:
         return cached
+    ledger.check_budget()
     result = train_full_uncached(data, config, device, key, progress)
-    atomic_write(path, lambda p: p.write_text(json.dumps(result)))
+    write_full_training(path, key, result)
     return result
 
 

@@ -4,10 +4,8 @@ something: the full-data ranking's agreement with itself (another seed, twice th
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import pandas as pd
 
@@ -16,12 +14,17 @@ from utils.comparison import COURSE_NAS_ACCURACY
 from utils.data import Dataset
 from utils.distill import load_synthetic
 from utils.executor import Handle, Pool
-from utils.full_training import FullTrainingConfig, full_training_path, read_full_training, train_full_uncached
+from utils.full_training import (
+    FullTrainingConfig,
+    full_training_path,
+    read_full_training,
+    train_full_uncached,
+    write_full_training,
+)
 from utils.interpretation import CEILING, STABILITY, counted
 from utils.metrics import rank_correlations
 from utils.notebook import NotebookRun
 from utils.profiles import COURSE_NAS, NasSearch
-from utils.results import atomic_write
 from utils.study import submit_evaluation
 from utils.synthetic import SyntheticSet, synthetic_path
 
@@ -32,17 +35,14 @@ DISTILLED = "distilled accuracy (%)"
 
 @dataclass
 class _PendingTraining:
-    """A full-data run found in the unit ledger (`found`) or submitted (`handle`); `result()` records a fresh one."""
+    """A full-data run found in the unit records or cache (`found`), or submitted (`handle`, which records it)."""
 
-    path: Path
     found: dict | None = None
     handle: Handle | None = None
 
     def result(self) -> dict:
-        if self.found is None:
-            self.found = self.handle.result()
-            atomic_write(self.path, partial(Path.write_text, data=json.dumps(self.found)))
-        return self.found
+        """The run's result, waiting for its unit if it was submitted."""
+        return self.found if self.found is not None else self.handle.result()
 
 
 def _submit_full(pool: Pool, run: NotebookRun, data: Dataset, config: FullTrainingConfig) -> _PendingTraining:
@@ -50,8 +50,9 @@ def _submit_full(pool: Pool, run: NotebookRun, data: Dataset, config: FullTraini
     path, key = full_training_path(data, config, run.device)
     found = read_full_training(path, key)
     if found is not None:
-        return _PendingTraining(path, found=found)
-    return _PendingTraining(path, handle=pool.submit(train_full_uncached, data, config, run.device, key))
+        return _PendingTraining(found=found)
+    return _PendingTraining(handle=pool.submit(train_full_uncached, data, config, run.device, key)
+                            .when_done(partial(write_full_training, path, key)))
 
 
 def searched_set(run: NotebookRun, search: NasSearch) -> SyntheticSet:

@@ -13,13 +13,13 @@ from utility import (
     configure_reproducibility,
     evaluate_training_set,
     get_device,
-    hardware_name,
     resolve_precision,
     set_seed,
 )
 from utils import compiled
 from utils.data import Dataset, load_dataset, stratified_subset
 from utils.executor import LOCAL, Executor, get_executor
+from utils.ledger import Ledger, machine_label, open_ledger
 from utils.parameters import check_parameters
 from utils.paths import results_dir as resolve_results_dir
 from utils.profiles import Profile, get_profile
@@ -84,8 +84,8 @@ class NotebookRun:
 def start(notebook: str, profile: str, data_root: str | None, results_dir: str | None, seed: int,
           device: str, executor: str | None = None) -> NotebookRun:
     """Resolve a notebook's parameters, checked and coerced first (`utils.parameters`); a smoke run never writes
-    to the committed `results/`. `executor`: where independent units run ('local' or 'ray'; None: env
-    `DD_EXECUTOR`, else 'local'; see `utils.executor`)."""
+    to the committed `results/`; the results folder's unit records (`utils.ledger`) are opened. `executor`: where
+    independent units run ('local' or 'ray'; None: env `DD_EXECUTOR`, else 'local'; see `utils.executor`)."""
     checked = check_parameters(profile, data_root, results_dir, seed, device, executor)
     profile, data_root, results_dir, seed = checked.profile, checked.data_root, checked.results_dir, checked.seed
     device, executor = checked.device, checked.executor
@@ -99,8 +99,9 @@ def start(notebook: str, profile: str, data_root: str | None, results_dir: str |
     precision = resolve_precision(settings.precision, torch_device)
     configure_reproducibility(torch_device, precision)
     writer = ResultWriter(out, notebook=notebook, profile=profile, seed=seed, device=str(torch_device),
-                          details={"precision": precision, "hardware": hardware_name(torch_device)})
+                          details={"precision": precision, "hardware": machine_label(torch_device)})
     runner = get_executor(executor, torch_device)
+    open_ledger(Ledger(out, notebook, profile, seed, machine_label(torch_device), precision))
     print(f"{notebook}: profile={profile} device={torch_device} precision={precision} seed={seed} results={out} "
           f"executor={runner.name}")
     return NotebookRun(settings, RunContext(seed, torch_device, precision), data_root, writer, runner)

@@ -17,7 +17,9 @@ import nbformat
 import psutil
 from tqdm.auto import tqdm
 
+from utils import provenance
 from utils.executor import EXECUTORS
+from utils.ledger import DEADLINE_ENV, BudgetExhausted, check_budget
 from utils.paths import NOTEBOOKS_DIR, PROJECT_ROOT, RESULTS_DIR, cache_dir
 from utils.paths import data_root as resolve_data_root
 from utils.profiles import PROFILES
@@ -44,7 +46,7 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathLike | None = None,
         data_root: str | os.PathLike | None = None, seed: int = 0, device: str = "auto",
-        executor: str | None = None) -> Path:
+        executor: str | None = None, budget_minutes: float | None = None) -> Path:
     """Execute the notebooks; executed copies go to `<results>/notebooks/` only once a notebook has finished.
 
     `executor` ('local' or 'ray'; None: env `DD_EXECUTOR`, else 'local') is where the notebooks' independent units
@@ -54,10 +56,18 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
     this process's environment, which the kernels inherit) are taken relative to the caller's working directory.
     A notebook runs into `<results>/.running-<pid>-*/` (the same filesystem, so the final rename cannot cross
     devices; a failed one stays there until the next run removes it). A write that fails (disk full, read-only
-    folder) stops the run naming the path and the remedy, without a half-written file. Returns the results
+    folder) stops the run naming the path and the remedy, without a half-written file.
+
+    Every finished unit is recorded under `<results>/units/` (`utils.ledger`), and one recorded at the current code
+    digest is never recomputed, so a run resumes where an earlier one stopped, on any machine. With
+    `budget_minutes`, the run stops at the first unit boundary after that many minutes (env `DD_DEADLINE` reaches
+    the kernels): the notebook in progress is dropped (its finished units stay recorded), and summary.md and the
+    report say on their first line that the results are partial and what is missing. Returns the results
     folder."""
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    if budget_minutes is not None and not budget_minutes > 0:
+        raise ValueError(f"--budget-minutes must be a positive number of minutes, got {budget_minutes!r}")
     selected = notebooks(only)
     if results_dir is None:
         results_dir = tempfile.mkdtemp(prefix="dd-smoke-") if profile == "smoke" else RESULTS_DIR
@@ -74,10 +84,12 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
         staging = Path(tempfile.mkdtemp(prefix=f".running-{os.getpid()}-", dir=results_dir))
     parameters = {"profile": profile, "data_root": str(resolve_data_root(data_root).resolve()),
                   "results_dir": str(results_dir), "seed": seed, "device": device, "executor": executor}
-    with ray_cluster(executor):
-        _execute(selected, staging, executed, parameters)
+    with ray_cluster(executor), deadline(budget_minutes):
+        finished = _execute(selected, staging, executed, parameters)
     with writing(staging):
         staging.rmdir()
+    with writing(results_dir / provenance.FILE):
+        recorded = provenance.update(results_dir, finished, [p.stem for p in notebooks()])
     from utils import comparison, readme_results
     from utils.report import build as build_report  # the report of whatever the folder now holds (issue 11)
 
@@ -87,8 +99,16 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
             comparison.stamp_summary(results_dir, profile=profile, wall_seconds=time.time() - started, fresh=fresh,
                                      executor=executor or os.environ.get("DD_EXECUTOR") or "local",
                                      command="make results" + (f" ONLY={','.join(only)}" if only else ""))
+    if summary.exists() or recorded["missing"]:
+        with writing(summary):
+            provenance.annotate_summary(results_dir)
     with writing(results_dir / "report.html"):
-        print(f"report: {build_report(results_dir)['html']}")
+        try:
+            print(f"report: {build_report(results_dir)['html']}")
+        except FileNotFoundError as err:
+            if len(finished) == len(selected):
+                raise
+            print(f"no report: {err}")   # a run stopped before its first table
     if profile == "cpu" and results_dir == RESULTS_DIR.resolve() and summary.exists():
         readme_results.update_readme(PROJECT_ROOT / "README.md", summary)
     return results_dir
@@ -111,20 +131,45 @@ def ray_cluster(executor: str | None):
         ray.shutdown()
 
 
-def _execute(selected: list[Path], staging: Path, executed: Path, parameters: dict) -> None:
+@contextmanager
+def deadline(budget_minutes: float | None) -> Iterator[None]:
+    """Within the block, env `DD_DEADLINE` (inherited by the kernels) ends the run's budget `budget_minutes`
+    from now (no budget: none)."""
+    if budget_minutes is None:
+        yield
+        return
+    os.environ[DEADLINE_ENV] = str(time.time() + 60 * budget_minutes)
+    try:
+        yield
+    finally:
+        del os.environ[DEADLINE_ENV]
+
+
+def _execute(selected: list[Path], staging: Path, executed: Path, parameters: dict) -> list[str]:
+    """Execute the notebooks in order; returns the names of those finished (all of them, unless the budget ran
+    out: then the one in progress is dropped, with a line saying so, and the rest are not started)."""
     import papermill as pm
 
+    finished = []
     for nb in tqdm(selected, desc=f"notebooks ({parameters['profile']})", unit="nb"):
         tmp = staging / nb.name
         try:
+            check_budget()
             with writing(tmp, partial=tmp):
                 pm.execute_notebook(nb, tmp, parameters=parameters, cwd=str(PROJECT_ROOT), progress_bar=False,
                                     log_output=True, kernel_name="python3")
-        except pm.PapermillExecutionError as err:
-            raise SystemExit(f"FAILED: {nb.name}, {failed_cell(nb, err.source)}: {err.ename}: {err.evalue}\n"
-                             f"partial output kept in {tmp}") from None
+        except (BudgetExhausted, pm.PapermillExecutionError) as err:
+            if isinstance(err, pm.PapermillExecutionError) and err.ename != BudgetExhausted.__name__:
+                raise SystemExit(f"FAILED: {nb.name}, {failed_cell(nb, err.source)}: {err.ename}: {err.evalue}\n"
+                                 f"partial output kept in {tmp}") from None
+            tmp.unlink(missing_ok=True)
+            print(f"budget spent in {nb.name}; its finished units are recorded under units/, the notebooks "
+                  f"{', '.join(p.stem for p in selected[len(finished):])} are not finished")
+            return finished
         with writing(executed / nb.name, partial=tmp):
             os.replace(tmp, executed / nb.name)
+        finished.append(nb.stem)
+    return finished
 
 
 REMEDIES = {errno.ENOSPC: "free space on that filesystem", errno.EDQUOT: "free space within your disk quota",
@@ -192,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="check every unit of the profile instead of running it (utils.dry_run); with "
                              "--measure, time one step of each at full shapes and project the total")
     parser.add_argument("--measure", action="store_true", help="with --dry-run: measure and project")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="stop at the first unit boundary after this many minutes; what finished stays "
+                             "recorded under <results>/units/ and the next run resumes from it")
     args = parser.parse_args(argv)
     if args.dry_run:
         from utils import dry_run
@@ -200,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                             + (["--measure"] if args.measure else []) + (["--only", args.only] if args.only else []))
     only = args.only.split(",") if args.only else None
     try:
-        out = run(args.profile, only, args.results_dir, args.data_root, args.seed, args.device, args.executor)
+        out = run(args.profile, only, args.results_dir, args.data_root, args.seed, args.device, args.executor,
+                  args.budget_minutes)
     except ValueError as err:
         parser.error(str(err))
     print(f"results in {out}")

@@ -131,10 +131,13 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
     drawn with ± std error bars) against its compute time; colour = method, filled = real init, hollow = noise
     init, size = ipc. Rows of `floor` (random real subsets) are dashed reference lines with a ± std band. A method
     with `preparation` seconds for the dataset ((method, dataset): MTT's expert buffers) is placed at its
-    distillation plus preparation time, the preparation drawn as a bar from its distillation time to there."""
+    distillation plus preparation time, the preparation drawn as a bar from its distillation time to there. Where
+    the rows' `machine` differ (units from several machines), each point is labelled with its distillation's
+    machine (the first of its row's)."""
     datasets = list(dict.fromkeys(table["dataset"]))
     methods = list(dict.fromkeys(table["method"]))
     colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    mixed = "machine" in table.columns and table["machine"].nunique() > 1
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         column = score_columns[dataset]
@@ -149,6 +152,9 @@ def accuracy_vs_time(table, score_columns: dict[str, str], title: str, floor=Non
             ax.errorbar(x, score, yerr=std, color=colour, capsize=3, linewidth=1, zorder=2)
             ax.scatter(x, score, s=20 + 2 * int(r["ipc"]), color=colour if r["init"] == "real" else "white",
                        edgecolors=colour, linewidths=1.5, zorder=3)
+            if mixed:
+                ax.annotate(str(r["machine"]).split("; ")[0], (x, score), textcoords="offset points", xytext=(4, 4),
+                            fontsize=6)
         references = [] if floor is None else floor[floor["dataset"] == dataset].to_dict("records")
         for k, r in enumerate(references):
             mean, std = mean_std(r, column)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from utils.comparison import STAMP_PREFIX, TARGETS_TITLE
 from utils.paths import PROJECT_ROOT, RESULTS_DIR
+from utils.provenance import CHANGED_PREFIX, CODE_PREFIX, PARTIAL_PREFIX
 from utils.results import atomic_write
 
 START = "<!-- results:start -->"
@@ -30,18 +31,23 @@ def targets_lines(summary_text: str) -> list[str]:
 
 
 def render(summary_text: str) -> str:
-    """The README block (without the markers) for a summary.md's text: its run stamp and targets table, or one
-    line saying that the summary predates the targets table."""
+    """The README block (without the markers) for a summary.md's text: its status line (partial results, changed
+    code) first where it has one, its run stamp, code digest and targets table, or one line saying that the summary
+    predates the targets table."""
     note = ("<!-- generated from results/summary.md by `python -m utils.readme_results` "
             "(and by `make results`); do not edit by hand -->")
     table = targets_lines(summary_text)
     if not table:
         return "\n".join([note, "", "The committed [`results/summary.md`](results/summary.md) predates the "
                           "targets table (issue 10); run `make results` to measure against the targets."])
-    stamp = next((line for line in summary_text.splitlines() if line.startswith(STAMP_PREFIX)),
+    lines = summary_text.splitlines()
+    stamp = next((line for line in lines if line.startswith(STAMP_PREFIX)),
                  f"{STAMP_PREFIX} wall time, machine and commit not recorded in results/summary.md.")
-    return "\n".join([note, "", f"{TARGETS_TITLE}, from [`results/summary.md`](results/summary.md):", "", stamp,
-                      "", *table])
+    status = [line for line in lines[:1] if line.startswith((PARTIAL_PREFIX, CHANGED_PREFIX))]
+    code = [line for line in lines if line.startswith(CODE_PREFIX)][:1]
+    return "\n".join([*(f"{line}\n" for line in status), note, "",
+                      f"{TARGETS_TITLE}, from [`results/summary.md`](results/summary.md):", "", stamp,
+                      *("\n" + line for line in code), "", *table])
 
 
 def block(readme_text: str) -> str:

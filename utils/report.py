@@ -28,6 +28,7 @@ import pandas as pd
 from nbconvert.filters.markdown import markdown2html
 from PIL import Image
 
+from utils import provenance
 from utils.comparison import COURSE_CAPTION, COURSE_REPORT, RUN_COURSE, RUN_HEADLINE, course_vs_run
 from utils.cross_architecture import grid_sets
 from utils.interpretation import best_summary, counted, shown
@@ -406,6 +407,8 @@ def setup(results_dir: Path, found: list[Section]) -> dict[str, str]:
         "total time": f"{total / 3600:.2f} h ({total:.0f} s, sum over notebooks)" if total else "-",
         "notebooks": ", ".join(f"{s.number}{'' if s.executed else ' (no executed notebook)'}" for s in found),
         "results written": _distinct(sorted({m.get("created_utc", "")[:10] for m in metas})),
+        "code digest": provenance.code_line(results_dir).removeprefix(provenance.CODE_PREFIX).replace("`", "").strip()
+        or "not recorded (results written before code digests were recorded)",
     }
 
 
@@ -501,7 +504,8 @@ def render_html(results_dir: Path, found: list[Section], files: list[tuple[str, 
         sanitise(markdown2html(_emphasis_safe(text))))
     env.filters["relative_href"] = relative_href
     return env.get_template("report.html.j2").render(
-        title=TITLE, course_report=COURSE_REPORT, setup=setup(results_dir, found), sections=found,
+        title=TITLE, status=provenance.status_line(results_dir), course_report=COURSE_REPORT,
+        setup=setup(results_dir, found), sections=found,
         comparison=_comparison(found), files=files, skipped=list(skipped), abstract=abstract(found),
         conclusions=conclusions(found),
         macs=MACS, references=REFERENCES, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -560,7 +564,8 @@ def render_latex(results_dir: Path, found: list[Section]) -> str:
              r"\DeclareUnicodeCharacter{03C4}{\ensuremath{\tau}}", r"\DeclareUnicodeCharacter{2212}{-}",
              r"\DeclareUnicodeCharacter{00D7}{\ensuremath{\times}}", r"\DeclareUnicodeCharacter{00B7}{.}",
              r"\title{" + latex_text(TITLE) + "}", r"\date{" + latex_text(info["results written"]) + "}",
-             r"\begin{document}", r"\sloppy", r"\maketitle", r"\begin{abstract}", markdown2latex(abstract(found)),
+             r"\begin{document}", *_latex_status(results_dir), r"\sloppy", r"\maketitle", r"\begin{abstract}",
+             markdown2latex(abstract(found)),
              r"\end{abstract}", r"\tableofcontents", r"\section*{Setup}", r"\begin{itemize}"]
     lines += [r"\item \textbf{" + latex_text(k) + "}: " + latex_text(v) for k, v in info.items()]
     lines += [r"\end{itemize}", latex_text(MACS), "",
@@ -592,6 +597,12 @@ def render_latex(results_dir: Path, found: list[Section]) -> str:
               r"\section*{References}", r"\begin{enumerate}",
               *(r"\item " + latex_text(ref) for ref in REFERENCES), r"\end{enumerate}", r"\end{document}", ""]
     return "\n".join(lines)
+
+
+def _latex_status(results_dir: Path) -> list[str]:
+    """The status line (partial results, changed code) as the document's first paragraph, if there is one."""
+    status = provenance.status_line(results_dir)
+    return [r"\noindent\textbf{" + latex_text(status.replace("**", "").replace("`", "")) + "}", ""] if status else []
 
 
 LATEX_PACKAGES = "texlive-latex-base texlive-latex-recommended"   # Debian: pdflatex, booktabs, graphicx, geometry

@@ -70,6 +70,9 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIALS.get(char, char) for char in text)
 
 
+MACHINE_COLUMN = "machine"   # where a row's units ran; written only where a table's rows differ in it
+
+
 def std_column(column: str) -> str:
     """The column that holds the std of a mean column: 'accuracy (%)' -> 'accuracy std (%)', 'x' -> 'x std'."""
     return f"{column[:-4]} std (%)" if column.endswith(" (%)") else f"{column} std"
@@ -275,7 +278,9 @@ class ResultWriter:
     def table(self, df: pd.DataFrame, name: str, caption: str = "") -> dict[str, Path]:
         """Write `df` as `tables/<name>.csv` (plain: numbers as numbers, missing values empty), `.json` (caption
         and typed metadata), `.md` and `.tex` ('mean ± std' cells, `display_frame`), all renamed into place
-        together."""
+        together. A `MACHINE_COLUMN` is written only where its rows differ (units from several machines)."""
+        if MACHINE_COLUMN in df.columns and df[MACHINE_COLUMN].nunique(dropna=False) <= 1:
+            df = df.drop(columns=[MACHINE_COLUMN])
         df = _integer_columns(df)
         shown = display_frame(df)
         meta = self.metadata()

@@ -13,22 +13,24 @@ import pandas as pd
 import torch
 
 from utility import SyntheticEvaluation
+from utils import ledger
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset
 from utils.digest import config_hash, tensor_digest, versioned
 from utils.distill import METHODS, DistillTask, build_set, distill_key
-from utils.distill.base import load_matching
+from utils.distill.base import SYNTHETIC, load_matching, save_set
 from utils.executor import LOCAL, Handle, Pool
 from utils.notebook import NotebookRun
 from utils.paths import cache_dir, read_cache, write_cache
 from utils.plots import accuracy_curves, loss_curves, synthetic_before_after
 from utils.profiles import PROTOCOLS, EvaluationSettings
 from utils.recipe import derive
-from utils.results import std_column
+from utils.results import MACHINE_COLUMN, std_column
 from utils.synthetic import SyntheticSet, initial_images, random_real_subset, synthetic_path
 from utils.zca import zca_whiten
 
 FLOOR = "random real"
+EVALUATION = "evaluation"   # the unit records' kind
 METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "auc": "AUC"}
 
 
@@ -46,6 +48,7 @@ class SetResult:
     peak_memory_mib: float = 0.0
     config: dict = field(default_factory=dict)
     curve: dict[int, SyntheticEvaluation] = field(default_factory=dict)   # iteration -> evaluation of its snapshot
+    machine: str = ""   # where its units ran (the distillation's machine first)
 
     def row(self, metrics: tuple[str, ...] = ("accuracy",)) -> dict:
         """One table row: each metric of each evaluation protocol (`PROTOCOLS`) as mean and std (%, two columns),
@@ -61,22 +64,23 @@ class SetResult:
         row.update({"models": len(first.runs), "distillation time (s)": round(self.distill_seconds, 1),
                     "peak memory (MiB)": round(self.peak_memory_mib),
                     "train time per model (s)": round(sum(first.train_seconds) / len(first.train_seconds), 1)})
+        if self.machine:
+            row[MACHINE_COLUMN] = self.machine
         return row
 
 
-def _evaluation_path(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
-                     architecture: str, lr: float | None, epochs: int | None, n_models: int | None,
-                     schedule: str = "step") -> Path:
-    """The cache file of one evaluation, keyed by the training set's content and every evaluation setting (the
-    schedule only where it is not the default step, the network once, and not which extra protocols a study adds,
-    so that the keys of evaluations made before these settings existed still match)."""
+def _evaluation_key(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
+                    architecture: str, lr: float | None, epochs: int | None, n_models: int | None,
+                    schedule: str = "step") -> dict:
+    """What determines one evaluation: the training set's content and every evaluation setting (the schedule only
+    where it is not the default step, the network once, and not which extra protocols a study adds). Its cache file
+    hashes this with the torch version; its unit record, without precision and device class."""
     settings = {k: v for k, v in asdict(run.profile.evaluation).items() if k not in ("also", "architecture")}
-    key = {"images": tensor_digest(x, y), "dataset": data.name, "im_size": list(data.im_size),
-           "test": tensor_digest(data.x_test[:64], data.y_test), "dsa": dsa, "architecture": architecture, "lr": lr,
-           "epochs": epochs, "n_models": n_models, "seed": run.seed, "precision": run.precision,
-           "evaluation": settings, "profile": run.profile.name, "device_class": run.device.type,
-           **({"schedule": schedule} if schedule != "step" else {})}
-    return cache_dir() / "evaluations" / f"{config_hash(versioned(key))}.json"
+    return {"images": tensor_digest(x, y), "dataset": data.name, "im_size": list(data.im_size),
+            "test": tensor_digest(data.x_test[:64], data.y_test), "dsa": dsa, "architecture": architecture,
+            "lr": lr, "epochs": epochs, "n_models": n_models, "seed": run.seed, "precision": run.precision,
+            "evaluation": settings, "profile": run.profile.name, "device_class": run.device.type,
+            **({"schedule": schedule} if schedule != "step" else {})}
 
 
 def _evaluate(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
@@ -88,33 +92,43 @@ def _evaluate(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset,
 
 @dataclass
 class PendingEvaluation:
-    """An evaluation found in the cache (`found`) or submitted as a unit (`handle`); `result()` writes a fresh
-    result to the cache (on the driver) and returns it."""
+    """An evaluation found in the results' unit records or the cache (`found`) or submitted as a unit (`handle`,
+    whose result is written to both the moment it finishes); `machine`: where it was computed."""
 
-    path: Path
     found: SyntheticEvaluation | None = None
     handle: Handle | None = None
+    machine: str = ""
 
     def result(self) -> SyntheticEvaluation:
         """The evaluation, waiting for its unit if it was submitted."""
-        if self.found is None:
-            self.found = self.handle.result()
-            write_cache(self.path, partial(Path.write_text, data=json.dumps(asdict(self.found))))
-        return self.found
+        return self.found if self.found is not None else self.handle.result()
 
 
 def submit_evaluation(pool: Pool, run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
                       architecture: str | None = None, lr: float | None = None, epochs: int | None = None,
                       n_models: int | None = None, schedule: str = "step") -> PendingEvaluation:
-    """`run.evaluate` as a unit of `pool`, unless the cache (keyed by the training set's content and every
-    evaluation setting) already holds it; `architecture` None: the profile's evaluation network."""
+    """`run.evaluate` as a unit of `pool`, unless the results' unit records (at this code digest) or the cache
+    (keyed by the training set's content and every evaluation setting) already hold it; `architecture` None: the
+    profile's evaluation network."""
     architecture = architecture or run.profile.evaluation.architecture
     settings = {"architecture": architecture, "lr": lr, "epochs": epochs, "n_models": n_models, "schedule": schedule}
-    path = _evaluation_path(run, x, y, data, dsa=dsa, **settings)
-    saved = read_cache(path, lambda p: _evaluation_from_json(p.read_text()))
+    key = _evaluation_key(run, x, y, data, dsa=dsa, **settings)
+    unit = ledger.recorded(EVALUATION, key)
+    if unit is not None:
+        return PendingEvaluation(_evaluation_from_dict(unit["value"]), machine=unit["stamp"]["machine"])
+    path = cache_dir() / "evaluations" / f"{config_hash(versioned(key))}.json"
+    here = ledger.current().machine if ledger.current() else ""
+    saved = read_cache(path, lambda p: _evaluation_from_dict(json.loads(p.read_text())))
     if saved is not None:
-        return PendingEvaluation(path, found=saved)
-    return PendingEvaluation(path, handle=pool.submit(_evaluate, run, x, y, data, dsa=dsa, **settings))
+        ledger.record(EVALUATION, key, asdict(saved), sum(saved.train_seconds))
+        return PendingEvaluation(saved, machine=here)
+
+    def write(evaluation: SyntheticEvaluation) -> None:
+        write_cache(path, partial(Path.write_text, data=json.dumps(asdict(evaluation))))
+        ledger.record(EVALUATION, key, asdict(evaluation), sum(evaluation.train_seconds))
+
+    return PendingEvaluation(handle=pool.submit(_evaluate, run, x, y, data, dsa=dsa, **settings).when_done(write),
+                             machine=here)
 
 
 def evaluate_cached(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Dataset, *, dsa: bool,
@@ -126,8 +140,7 @@ def evaluate_cached(run: NotebookRun, x: torch.Tensor, y: torch.Tensor, data: Da
                                  n_models=n_models).result()
 
 
-def _evaluation_from_json(text: str) -> SyntheticEvaluation:
-    saved = json.loads(text)
+def _evaluation_from_dict(saved: dict) -> SyntheticEvaluation:
     return SyntheticEvaluation(saved["architecture"], saved["runs"], saved["train_seconds"])
 
 
@@ -269,6 +282,7 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
                 for i, unit in distilled.items()}
         saved = {i: load_matching(paths[i], keys[i]) for i in distilled}
         building = {i: pool.submit(build_set, unit.method, unit.data, tasks[i], unit.config, keys[i], run.context)
+                    .when_done(partial(save_set, paths[i], keys[i]))
                     for i, unit in distilled.items() if saved[i] is None}
 
         # 2. each set, in order: saved, drawn, and its evaluations (final and along its curve) submitted
@@ -278,8 +292,6 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
         for i, unit in distilled.items():
             reused = saved[i] is not None
             synthetic = saved[i] if reused else building[i].result()
-            if not reused:
-                synthetic.save(paths[i])
             print(f"{unit.method} {unit.data.name} ipc{unit.ipc} {unit.init}: "
                   f"{'reused the saved set' if reused else 'distilled'}")
             _draw_before_after(run, unit, synthetic, prefix)
@@ -296,15 +308,24 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
         results: list[tuple[SetResult, SyntheticSet | None]] = []
         for i, unit in enumerate(units):
             if unit.method is None:
-                results.append((SetResult(FLOOR, unit.data.name, unit.ipc, "-", merged_floor(floors[i])), None))
+                machine = _machines(p.machine for part in floors[i] for p in part.values())
+                results.append((SetResult(FLOOR, unit.data.name, unit.ipc, "-", merged_floor(floors[i]),
+                                          machine=machine), None))
                 continue
             config = sets[i].config
             evaluations = {variant: pending.result() for variant, pending in finals[i].items()}
             curve_points = {iteration: curves[i][iteration].result() for iteration in sorted(curves[i])}
             results.append((SetResult(METHODS[unit.method].label, unit.data.name, unit.ipc, unit.init, evaluations,
                                       config["iterations_done"], config["wall_seconds"], config["peak_memory_mib"],
-                                      config, curve_points), sets[i]))
+                                      config, curve_points, _machines([ledger.machine_of(SYNTHETIC, keys[i]), *(
+                                          p.machine for p in [*finals[i].values(), *curves[i].values()])])),
+                            sets[i]))
     return results
+
+
+def _machines(machines) -> str:
+    """Distinct machines in first-seen order, joined ('' when none is known)."""
+    return "; ".join(dict.fromkeys(m for m in machines if m))
 
 
 def _draw_before_after(run: NotebookRun, unit: SetUnit, synthetic: SyntheticSet, prefix: str) -> None:

@@ -19,12 +19,15 @@ import psutil
 import torch
 
 from utility import RunContext
+from utils import ledger
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset
-from utils.digest import config_hash, versioned
+from utils.digest import config_hash, tensor_digest, versioned
 from utils.paths import CacheFormatError, cache_dir, read_cache, require, write_cache
 from utils.progress import progress
 from utils.synthetic import SyntheticSet, check_init, initial_images
+
+SYNTHETIC = "synthetic"   # the unit records' kind of a distilled set
 
 
 @dataclass(frozen=True)
@@ -270,14 +273,34 @@ def distill_or_load(path: str | os.PathLike, build: Callable[[], SyntheticSet],
     if saved is not None:
         return saved, True
     result = build()
-    result.save(path)
+    save_set(path, config, result)
     return result, False
+
+
+def save_set(path: str | os.PathLike, config: dict, synthetic: SyntheticSet) -> None:
+    """Save a distilled set and record it as a unit of the results (its images' digest, its distillation time)."""
+    synthetic.save(path)
+    ledger.record(SYNTHETIC, config, {"file": Path(path).name, "images": _images_digest(synthetic)},
+                  synthetic.config.get("wall_seconds", 0.0))
 
 
 def load_matching(path: str | os.PathLike, config: dict) -> SyntheticSet | None:
     """The set saved at `path` if its configuration equals `config` (None if missing, unreadable or different;
-    one whose images do not have the shape its configuration gives counts as unreadable)."""
-    return read_cache(Path(path), lambda p: _matching(SyntheticSet.load(p), config))
+    one whose images do not have the shape its configuration gives counts as unreadable). With an open ledger
+    (a notebook's run) the set must also have a unit record at this code digest holding its images' digest; then
+    the entries saying where it ran (precision, device class) are not compared, so a set made on any machine is
+    reused."""
+    if ledger.current() is None:
+        return read_cache(Path(path), lambda p: _matching(SyntheticSet.load(p), config))
+    unit = ledger.recorded(SYNTHETIC, config)
+    if unit is None:
+        return None
+    saved = read_cache(Path(path), lambda p: _matching(SyntheticSet.load(p), ledger.portable(config)))
+    return saved if saved is not None and _images_digest(saved) == unit["value"]["images"] else None
+
+
+def _images_digest(synthetic: SyntheticSet) -> str:
+    return tensor_digest(synthetic.images.detach().cpu().float(), synthetic.labels.cpu().long())
 
 
 def _matching(saved: SyntheticSet, config: dict) -> SyntheticSet | None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from networks import get_network
 from utility import RunContext, set_seed, train
+from utils import ledger
 from utils.augment import DSA, strategy_for
 from utils.data import Dataset, stratified_subset
 from utils.digest import config_hash, tensor_digest, versioned
@@ -30,6 +31,8 @@ from utils.paths import CacheFormatError, cache_dir, read_cache, require
 from utils.progress import progress
 from utils.results import atomic_write
 from utils.zca import ZCA_EPSILON, zca_whiten
+
+EXPERT_BUFFER = "expert_buffer"   # the unit records' kind of a buffer's summary
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ def _experts_and_seconds(data: Dataset, config: ExpertConfig, context: RunContex
              for k in range(config.num_experts)]
     with executor.pool(f"experts {data.name}", unit="expert") as pool:
         training = {k: pool.submit(_expert_unit, data, config, context.with_seed(context.seed + k))
+                    .when_done(partial(_write_expert, folder / f"expert_{k}.pt", key))
                     for k, found in enumerate(saved) if found is None or found["key"] != key}
         trajectories, total_seconds = [], 0.0
         for k, found in enumerate(saved):
@@ -122,11 +126,16 @@ def _experts_and_seconds(data: Dataset, config: ExpertConfig, context: RunContex
                 total_seconds += found["train_seconds"]
                 continue
             trajectory, seconds = training[k].result()
-            atomic_write(folder / f"expert_{k}.pt", partial(torch.save, {
-                "key": key, "trajectory": torch.stack(trajectory), "train_seconds": seconds}))
             trajectories.append(trajectory)
             total_seconds += seconds
     return trajectories, total_seconds
+
+
+def _write_expert(path: Path, key: dict, trained: tuple[list[torch.Tensor], float]) -> None:
+    """Cache one trained expert (on the driver, the moment it finishes)."""
+    trajectory, seconds = trained
+    atomic_write(path, partial(torch.save, {"key": key, "trajectory": torch.stack(trajectory),
+                                            "train_seconds": seconds}))
 
 
 def _read_expert(path: Path, epochs: int) -> dict:
@@ -158,11 +167,18 @@ def buffer_size_mib(data: Dataset, config: ExpertConfig, context: RunContext) ->
 def prepare_experts(data: Dataset, config: ExpertConfig, context: RunContext,
                     executor: Executor = LOCAL) -> dict[str, float | int | str]:
     """Train (or reuse) the expert buffer of `config` and report its size, the compute time of its training
-    (recorded with each expert, so a reused buffer reports it too) and the time it took here."""
+    (recorded with each expert, so a reused buffer reports it too) and the time it took here. The report is a
+    unit of the results: where it is recorded at this code digest, the buffer is not needed (the distillations
+    that use it train it if they run)."""
     start = time.perf_counter()
-    _, train_seconds = _experts_and_seconds(data, config, context, executor)
-    return {"dataset": data.name, "experts": config.num_experts, "epochs": config.epochs,
-            "train images": config.train_images or len(data.x_train), "augmentation": "DSA" if config.dsa else "none",
-            "disk (MiB)": round(buffer_size_mib(data, config, context), 1),
-            PREPARATION_SECONDS: round(train_seconds, 1),
-            "time this run (s)": round(time.perf_counter() - start, 1)}
+    key = {**expert_key(data, config, context), "num_experts": config.num_experts}
+    unit = ledger.recorded(EXPERT_BUFFER, key)
+    if unit is None:
+        _, train_seconds = _experts_and_seconds(data, config, context, executor)
+        summary = {"dataset": data.name, "experts": config.num_experts, "epochs": config.epochs,
+                   "train images": config.train_images or len(data.x_train),
+                   "augmentation": "DSA" if config.dsa else "none",
+                   "disk (MiB)": round(buffer_size_mib(data, config, context), 1),
+                   PREPARATION_SECONDS: round(train_seconds, 1)}
+        unit = ledger.record(EXPERT_BUFFER, key, summary, train_seconds) or {"value": summary}
+    return {**unit["value"], "time this run (s)": round(time.perf_counter() - start, 1)}

@@ -99,8 +99,12 @@ def test_a_run_stopped_by_its_budget_and_resumed_on_another_machine_matches_an_u
     whole = _study(_run(tmp_path / "whole", data_root, "machine A", tmp_path / "c1", monkeypatch, TINY))
     total = len(computed)
 
-    calls = []   # the budget ends after four units (the floor's three subsets, the distillation) have started
-    monkeypatch.setattr(executor, "check_budget", lambda: calls.append(1) if len(calls) < 4 else ledger.check_budget())
+    # the budget ends once the floor's units (each subset under each protocol) and the distillation have started
+    evaluation = TINY.evaluation
+    started = evaluation.floor_subsets * len(evaluation.protocols(TINY.study.variants)) + 1
+    calls = []
+    monkeypatch.setattr(executor, "check_budget",
+                        lambda: calls.append(1) if len(calls) < started else ledger.check_budget())
     monkeypatch.setenv(ledger.DEADLINE_ENV, "0")
     with pytest.raises(ledger.BudgetExhausted):
         _study(_run(tmp_path / "parts", data_root, "machine A", tmp_path / "c2", monkeypatch, TINY))

@@ -62,6 +62,7 @@ def truncate(path: Path) -> None:
 @dataclass
 class EvaluationSettings:
     epochs: int = 1
+    architecture: str = "ConvNet"
 
 
 def tiny() -> SimpleNamespace:

@@ -60,13 +60,17 @@ def fake_results(root) -> None:
           [row("random real", "MNIST", "-", "80.00 ± 0.50", models=3),
            row("Gradient matching + DSA", "MNIST", "real", "94.40 ± 0.20", models=3),
            row("Gradient matching + DSA", "MNIST", "noise", "93.99 ± 0.20", models=3)])
+    write(root, "06_trajectory_matching",
+          [row("Trajectory matching", "MNIST", "real", "80.40 ± 0.60", models=5)])
     write(root, "05_mhist",
           [row("random real", "MHIST", "-", "60.00 ± 1.00", models=5,
                **{"balanced accuracy with DSA (%)": "55.00 ± 1.00"}),
            row("Distribution matching", "MHIST", "real", "64.00 ± 1.00", models=5,
                **{"balanced accuracy with DSA (%)": "59.00 ± 0.50"}),
            row("Trajectory matching", "MHIST", "noise", "70.00 ± 1.00", models=5,
-               **{"balanced accuracy with DSA (%)": "57.00 ± 0.50"})])
+               **{"balanced accuracy with DSA (%)": "57.00 ± 0.50"}),
+           {**row("full training set", "MHIST", "-", "80.00 ± 0.00", models=1,
+                  **{"balanced accuracy with DSA (%)": "78.50 ± 0.00"}), "ipc": None}])
 
 
 def summary_of(root):
@@ -80,8 +84,9 @@ def test_targets_table_says_met_not_met_and_not_run(tmp_path):
     fake_results(tmp_path)
     targets = comparison.targets_table(comparison.gather(tmp_path), "cpu")
     assert list(targets.columns) == ["dataset", "method", "init", "target (ECE1512 report, GPU)", "this run (cpu)",
-                                     "networks", "met"]
-    assert len(targets) == len(comparison.ACCURACY_TARGETS) + len(comparison.MHIST_TARGETS) == 14
+                                     "networks", "met", comparison.CEILING_COLUMN]
+    kinds = (comparison.ACCURACY_TARGETS, comparison.FLOOR_TARGETS, comparison.MHIST_TARGETS)
+    assert len(targets) == sum(map(len, kinds)) == 15
     by_set = targets.set_index(["dataset", "method", "init"])
     gm_real = by_set.loc[("MNIST", "Gradient matching + DSA", "real")]
     assert (gm_real["target (ECE1512 report, GPU)"], gm_real["this run (cpu)"], gm_real["networks"], gm_real["met"]) \
@@ -95,6 +100,12 @@ def test_targets_table_says_met_not_met_and_not_run(tmp_path):
     assert best10["this run (cpu)"].startswith("Distribution matching, real init: +4.00 points")
     assert "accuracy 64.00 %" in best10["this run (cpu)"]
     assert mhist.loc["best distilled set vs random real, ipc 50", "met"] == "not run"
+    assert set(mhist[comparison.CEILING_COLUMN]) == {"balanced accuracy 78.50 %"}
+    mtt = targets[(targets["method"] == "Trajectory matching") & (targets["dataset"] == "MNIST")
+                  & (targets["init"] == "real")].set_index("target (ECE1512 report, GPU)")
+    floor_row = mtt.loc["beats random real by more than both stds (issue 26)"]
+    assert floor_row["met"] == "no", "a gap of 0.40 points is inside the stds (0.60, 0.50)"
+    assert floor_row["this run (cpu)"].endswith("+0.40 points")
 
 
 def test_mhist_target_needs_gap_beyond_the_stds_and_accuracy_above_the_majority_class(tmp_path):
@@ -117,7 +128,7 @@ def test_summary_puts_the_targets_after_the_header_and_the_stamp_under_the_title
     path = summary_of(tmp_path)
     lines = path.read_text().splitlines()
     assert lines[0] == "# Dataset distillation: results summary" and lines[2].startswith("Profile `cpu`")
-    assert lines[4] == "## Targets (issue 10)"
+    assert lines[4] == f"## {comparison.TARGETS_TITLE}"
     for seconds, machine in ((3 * 3600 + 25 * 60 + 10, "CPU A"), (59 * 60 + 50, "CPU B")):
         comparison.stamp_summary(tmp_path, profile="cpu", wall_seconds=seconds, executor="local", fresh=True,
                                  machine=machine, commit="abc1234")
@@ -126,7 +137,7 @@ def test_summary_puts_the_targets_after_the_header_and_the_stamp_under_the_title
         "**Run:** make results, profile cpu, 1 h 0 min wall time from an empty results/ and .cache/ on CPU B, "
         "commit abc1234, executor local."]
     assert lines[:4] == ["# Dataset distillation: results summary", "", lines[2], ""]
-    assert lines[4].startswith("Profile `cpu`") and lines[6] == "## Targets (issue 10)"
+    assert lines[4].startswith("Profile `cpu`") and lines[6] == f"## {comparison.TARGETS_TITLE}"
     comparison.stamp_summary(tmp_path, profile="cpu", wall_seconds=60, executor="ray", fresh=False, machine="m",
                              commit="c")
     assert "1 min wall time with an existing cache on m, commit c, executor ray." in path.read_text()

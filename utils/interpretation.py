@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from utils.results import mean_std, std_column
-from utils.study import FLOOR
+from utils.study import FLOOR, FULL_DATA
 
 DSA_COLUMN = "accuracy with DSA (%)"
 PLAIN_COLUMN = "accuracy (%)"
@@ -18,7 +18,7 @@ COURSE_COLUMN = "accuracy, course protocol (%)"   # `utils.profiles.PROTOCOLS['c
 BALANCED_COLUMN = "balanced accuracy with DSA (%)"
 BALANCED_COURSE_COLUMN = "balanced accuracy, course protocol (%)"
 MAJORITY = "majority class"
-FULL = "full training set"
+FULL = FULL_DATA
 REFERENCES = (FLOOR, MAJORITY, FULL)   # rows that are not distilled sets
 CEILING = "ceiling spearman (full data, seed vs seed)"
 STABILITY = "stability spearman (full data, budget vs 2x epochs)"

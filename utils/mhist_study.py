@@ -14,7 +14,7 @@ from utils.distill import METHODS
 from utils.full_training import FullTrainingConfig, train_full
 from utils.metrics import classification_metrics
 from utils.notebook import NotebookRun
-from utils.study import SetResult, SetUnit, protocol_caption, study_sets, write_curves
+from utils.study import FULL_DATA, SetResult, SetUnit, protocol_caption, study_sets, write_curves
 
 METRICS = ("accuracy", "balanced_accuracy", "auc")
 VARIANTS = ("dsa",)   # the headline evaluation: trained with DSA (flip and rotate suit histology)
@@ -69,7 +69,7 @@ def results_table(results: list[SetResult], full: dict, floor: dict[str, float])
     none = {"iterations": 0, "distillation time (s)": 0.0, "peak memory (MiB)": 0}
     rows.append({"method": "majority class", "dataset": "MHIST", "ipc": None, "init": None, **none, "models": 0,
                  **{c: round(100 * floor[m], 2) for c, m in zip(columns, METRICS)}})
-    rows.append({"method": "full training set", "dataset": "MHIST", "ipc": None, "init": None, **none, "models": 1,
+    rows.append({"method": FULL_DATA, "dataset": "MHIST", "ipc": None, "init": None, **none, "models": 1,
                  **{c: round(100 * full["metrics"][m], 2) for c, m in zip(columns, METRICS)},
                  "train time per model (s)": round(full["train_seconds"], 1)})
     return pd.DataFrame(rows)

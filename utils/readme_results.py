@@ -16,13 +16,14 @@ END = "<!-- results:end -->"
 
 
 def targets_lines(summary_text: str) -> list[str]:
-    """The lines of the targets table under summary.md's '## Targets (issue 10)' heading (none if absent)."""
+    """The lines of the targets table under summary.md's targets heading (`TARGETS_TITLE`, or an earlier title
+    starting with 'Targets' in a summary made before it changed); none if absent."""
     lines = summary_text.splitlines()
-    heading = f"## {TARGETS_TITLE}"
-    if heading not in lines:
+    heading = next((k for k, line in enumerate(lines) if line.startswith(f"## {TARGETS_TITLE.split()[0]}")), None)
+    if heading is None:
         return []
     table = []
-    for line in lines[lines.index(heading) + 1:]:
+    for line in lines[heading + 1:]:
         if line.startswith("|"):
             table.append(line)
         elif table or line.startswith("#"):
@@ -39,7 +40,7 @@ def render(summary_text: str) -> str:
     table = targets_lines(summary_text)
     if not table:
         return "\n".join([note, "", "The committed [`results/summary.md`](results/summary.md) predates the "
-                          "targets table (issue 10); run `make results` to measure against the targets."])
+                          "targets table (issues 10 and 26); run `make results` to measure against the targets."])
     lines = summary_text.splitlines()
     stamp = next((line for line in lines if line.startswith(STAMP_PREFIX)),
                  f"{STAMP_PREFIX} wall time, machine and commit not recorded in results/summary.md.")

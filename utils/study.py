@@ -30,6 +30,7 @@ from utils.synthetic import SyntheticSet, initial_images, random_real_subset, sy
 from utils.zca import zca_whiten
 
 FLOOR = "random real"
+FULL_DATA = "full training set"   # the reference row of a network trained on the whole training set
 EVALUATION = "evaluation"   # the unit records' kind
 METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "auc": "AUC"}
 

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from utils.profiles import PROFILES
 # Cross-architecture transfer (03) trains on the sets of every method, so it runs after the methods' notebooks
 # (06, 07); every other notebook runs in its number's order.
 RUN_LAST = ("03", "08")
+# What a notebook reads from others (it starts once those of the run have finished): 03 and 04 train on saved sets,
+# 08 gathers every table. Independent notebooks run side by side where the profile computes on one thread.
+NEEDS = {"03": ("02", "06", "07"), "04": ("02",), "08": ("01", "02", "03", "04", "05", "06", "07")}
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -85,7 +89,7 @@ def run(profile: str, only: list[str] | None = None, results_dir: str | os.PathL
     parameters = {"profile": profile, "data_root": str(resolve_data_root(data_root).resolve()),
                   "results_dir": str(results_dir), "seed": seed, "device": device, "executor": executor}
     with ray_cluster(executor), deadline(budget_minutes):
-        finished = _execute(selected, staging, executed, parameters)
+        finished = _execute(selected, staging, executed, parameters, notebook_jobs(profile))
     with writing(staging):
         staging.rmdir()
     with writing(results_dir / provenance.FILE):
@@ -145,31 +149,61 @@ def deadline(budget_minutes: float | None) -> Iterator[None]:
         del os.environ[DEADLINE_ENV]
 
 
-def _execute(selected: list[Path], staging: Path, executed: Path, parameters: dict) -> list[str]:
-    """Execute the notebooks in order; returns the names of those finished (all of them, unless the budget ran
-    out: then the one in progress is dropped, with a line saying so, and the rest are not started)."""
+def notebook_jobs(profile: str) -> int:
+    """How many notebooks run at once: one per core where the profile computes on `threads` threads per notebook
+    (smoke: one), else one (a notebook's own units use every core)."""
+    threads = PROFILES[profile].threads
+    return max(1, (os.cpu_count() or 1) // threads) if threads else 1
+
+
+def _execute(selected: list[Path], staging: Path, executed: Path, parameters: dict, jobs: int = 1) -> list[str]:
+    """Execute the notebooks, up to `jobs` at once, each once those it `NEEDS` have finished (with one job: in
+    order); returns the names of those finished (all of them, unless the budget ran out: then a notebook in
+    progress is dropped, with a line saying so, and the rest are not started)."""
+    numbers = {nb.name[:2] for nb in selected}
+    pending, running, finished, stopped = list(selected), {}, [], []
+    with ThreadPoolExecutor(jobs) as pool, tqdm(total=len(selected), desc=f"notebooks ({parameters['profile']})",
+                                                unit="nb") as bar:
+        while pending or running:
+            done_numbers = {name[:2] for name in finished}
+            ready = [nb for nb in pending if set(NEEDS.get(nb.name[:2], ())) & numbers <= done_numbers]
+            for nb in ready[:jobs - len(running)] if not stopped else []:
+                pending.remove(nb)
+                running[pool.submit(_execute_one, nb, staging, executed, parameters)] = nb
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                nb = running.pop(future)
+                (finished if future.result() else stopped).append(nb.stem)
+                bar.update()
+    if stopped:
+        unfinished = [nb.stem for nb in selected if nb.stem not in finished]
+        print(f"budget spent in {', '.join(stopped)}; its finished units are recorded under units/, the notebooks "
+              f"{', '.join(unfinished)} are not finished")
+    return finished
+
+
+def _execute_one(nb: Path, staging: Path, executed: Path, parameters: dict) -> bool:
+    """Execute one notebook into `staging`, then move it to `executed`; False (nothing kept) if the budget ran out
+    before or during it."""
     import papermill as pm
 
-    finished = []
-    for nb in tqdm(selected, desc=f"notebooks ({parameters['profile']})", unit="nb"):
-        tmp = staging / nb.name
-        try:
-            check_budget()
-            with writing(tmp, partial=tmp):
-                pm.execute_notebook(nb, tmp, parameters=parameters, cwd=str(PROJECT_ROOT), progress_bar=False,
-                                    log_output=True, kernel_name="python3")
-        except (BudgetExhausted, pm.PapermillExecutionError) as err:
-            if isinstance(err, pm.PapermillExecutionError) and err.ename != BudgetExhausted.__name__:
-                raise SystemExit(f"FAILED: {nb.name}, {failed_cell(nb, err.source)}: {err.ename}: {err.evalue}\n"
-                                 f"partial output kept in {tmp}") from None
-            tmp.unlink(missing_ok=True)
-            print(f"budget spent in {nb.name}; its finished units are recorded under units/, the notebooks "
-                  f"{', '.join(p.stem for p in selected[len(finished):])} are not finished")
-            return finished
-        with writing(executed / nb.name, partial=tmp):
-            os.replace(tmp, executed / nb.name)
-        finished.append(nb.stem)
-    return finished
+    tmp = staging / nb.name
+    try:
+        check_budget()
+        with writing(tmp, partial=tmp):
+            pm.execute_notebook(nb, tmp, parameters=parameters, cwd=str(PROJECT_ROOT), progress_bar=False,
+                                log_output=True, kernel_name="python3")
+    except (BudgetExhausted, pm.PapermillExecutionError) as err:
+        if isinstance(err, pm.PapermillExecutionError) and err.ename != BudgetExhausted.__name__:
+            raise SystemExit(f"FAILED: {nb.name}, {failed_cell(nb, err.source)}: {err.ename}: {err.evalue}\n"
+                             f"partial output kept in {tmp}") from None
+        tmp.unlink(missing_ok=True)
+        return False
+    with writing(executed / nb.name, partial=tmp):
+        os.replace(tmp, executed / nb.name)
+    return True
 
 
 REMEDIES = {errno.ENOSPC: "free space on that filesystem", errno.EDQUOT: "free space within your disk quota",

@@ -318,6 +318,7 @@ def build_cases(names: list[str], args: argparse.Namespace, data: Dataset, devic
         elif name == "mtt":
             mods = load_official(Path(args.official_mtt), ("utils", "reparam_module"))
             settings = {k: v for k, v in tm.PAPER_SETTINGS[IPC].items() if k != "zca"}
+            settings["syn_steps"] = args.mtt_steps or settings["syn_steps"]
             torch.manual_seed(0)
             trajectory = random_trajectory(mods["utils"].get_network("ConvNet", 3, CLASSES, (32, 32), dist=False),
                                            settings["max_start_epoch"] + settings["expert_epochs"], seed=0)
@@ -354,6 +355,8 @@ def main() -> None:
     parser.add_argument("--eval-epochs", type=int, default=None, help="epochs timed per evaluation model")
     parser.add_argument("--epoch-images", type=int, default=None, help="training images timed per epoch")
     parser.add_argument("--test-images", type=int, default=256, help="test images of each evaluation")
+    parser.add_argument("--mtt-steps", type=int, default=None,
+                        help="student steps of the mtt case (default: the paper's 30; a shorter unroll times faster)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads of both sides (default: torch's)")
     args = parser.parse_args()
     if args.threads:

@@ -30,7 +30,7 @@ from utils.distill.trajectory_matching import (
     guard_lr,
     trajectory_loss,
 )
-from utils.profiles import PAPER
+from utils.profiles import PAPER, PROFILES
 from utils.synthetic import SyntheticSet, synthetic_path
 from utils.zca import zca_whiten
 
@@ -46,10 +46,10 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DD_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def make(data: Dataset, ipc: int = 2, seed: int = 0, **overrides) -> TrajectoryMatching:
+def make(data: Dataset, ipc: int = 2, seed: int = 0, init: str = "real", **overrides) -> TrajectoryMatching:
     config = TrajectoryMatchingConfig(**{**TINY, **overrides})
     context = RunContext(seed, CPU, "fp32")
-    return TrajectoryMatching(data, DistillTask(data.name, ipc, "real"), config, context,
+    return TrajectoryMatching(data, DistillTask(data.name, ipc, init), config, context,
                               **METHODS["mtt"].inputs(data, config, context))
 
 
@@ -312,3 +312,15 @@ def test_expert_buffers_are_keyed_by_device_class():
     on_cpu = expert_dir(data, config, RunContext(0, CPU, "fp32"))
     assert on_cpu != expert_dir(data, config, RunContext(0, torch.device("cuda"), "fp32"))
     assert on_cpu == expert_dir(data, config, RunContext(0, "cpu", "fp32"))
+
+
+def test_a_set_started_from_real_images_takes_its_own_image_lr():
+    data = fake_dataset("MNIST", 2, (1, 8, 8), 4)
+    for init, lr in (("real", 10.0), ("noise", 100.0)):
+        assert make(data, init=init, lr_img_real=10.0).optimizer.param_groups[0]["lr"] == lr
+    config = TrajectoryMatchingConfig(lr_img=1000.0, lr_img_real=100.0)
+    assert (config.image_lr("real"), config.image_lr("noise")) == (100.0, 1000.0)
+    assert TrajectoryMatchingConfig(lr_img=1000.0).image_lr("real") == 1000.0
+    assert PROFILES["cpu"].method_config("mtt", "MNIST", 10).image_lr("real") == 100.0
+    with pytest.raises(ValueError, match="lr_img_real must be a positive number"):
+        TrajectoryMatchingConfig(lr_img_real=0.0)

@@ -17,6 +17,7 @@ from utils import executor, ledger, pipeline, provenance, study
 from utils.digest import _file_text, changed_files, code_digest, code_hashes
 from utils.distill import find_synthetic
 from utils.executor import LOCAL
+from utils.full_training import FullTrainingConfig, train_full, training_machine
 from utils.notebook import start
 from utils.profiles import SMOKE
 from utils.synthetic import SyntheticSet
@@ -150,3 +151,15 @@ def test_results_of_other_code_say_so_first_and_name_the_changed_files(tmp_path)
 def test_a_budget_that_is_not_a_positive_number_of_minutes_is_refused(budget, tmp_path):
     with pytest.raises(ValueError, match="--budget-minutes must be a positive number of minutes"):
         pipeline.run("smoke", results_dir=tmp_path, budget_minutes=budget)
+
+
+def test_a_full_data_training_names_the_machine_it_ran_on_where_it_is_reused(tmp_path, data_root, monkeypatch):
+    data = fake_dataset("MNIST", 2, (1, 28, 28), 4)
+    first, second = (FullTrainingConfig("MNIST", architecture="ConvNetW8", epochs=1, seed=s) for s in (0, 1))
+    _run(tmp_path / "results", data_root, "machine A", tmp_path / "cache1", monkeypatch)
+    a = train_full(data, first, torch.device("cpu"), progress=False)
+    _run(tmp_path / "results", data_root, "machine B", tmp_path / "cache2", monkeypatch)
+    reused, b = (train_full(data, config, torch.device("cpu"), progress=False) for config in (first, second))
+    assert json.dumps(reused, sort_keys=True) == json.dumps(a, sort_keys=True), "machine A's unit is reused on B"
+    assert [training_machine(r) for r in (reused, b)] == ["machine A", "machine B"]
+    assert study.join_machines(["machine A", "", "machine B", "machine A"]) == "machine A; machine B"

@@ -13,7 +13,8 @@ from utils.distill import METHODS, find_synthetic, load_synthetic
 from utils.notebook import NotebookRun
 from utils.profiles import TransferGrid
 from utils.recipe import derive
-from utils.study import evaluation_data, submit_evaluation
+from utils.results import MACHINE_COLUMN
+from utils.study import evaluation_data, join_machines, submit_evaluation
 from utils.synthetic import parse_synthetic_name, random_real_subset
 
 
@@ -78,11 +79,13 @@ def transfer_table(run: NotebookRun) -> pd.DataFrame:
         for (k, arch), evaluation in pending.items():
             found[k, arch] = evaluation.result()
             print(f"{sets[k].label} -> {arch}: {found[k, arch].summary()}")
-    columns = ["training set", *(c for arch in settings.architectures for c in (f"{arch} (%)", f"{arch} std (%)"))]
+    columns = ["training set", *(c for arch in settings.architectures for c in (f"{arch} (%)", f"{arch} std (%)")),
+               MACHINE_COLUMN]
     return pd.DataFrame([{"training set": s.label,
                           **{column: value for arch in s.architectures
                              for column, value in ((f"{arch} (%)", round(100 * found[k, arch].mean(), 2)),
-                                                   (f"{arch} std (%)", round(100 * found[k, arch].std(), 2)))}}
+                                                   (f"{arch} std (%)", round(100 * found[k, arch].std(), 2)))},
+                          MACHINE_COLUMN: join_machines(pending[k, arch].machine for arch in s.architectures)}
                          for k, s in enumerate(sets)], columns=columns)
 
 

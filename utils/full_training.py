@@ -56,6 +56,11 @@ def read_full_training(path: Path, key: dict) -> dict | None:
     return cached
 
 
+def training_machine(result: dict) -> str:
+    """The machine a full-data training result was computed on (its unit record's; '' without a ledger)."""
+    return ledger.machine_of(FULL_TRAINING, result["config"])
+
+
 def write_full_training(path: Path, key: dict, result: dict) -> None:
     """Write a finished training to the cache at `path` and record it as a unit of the results."""
     atomic_write(path, lambda p: p.write_text(json.dumps(result)))

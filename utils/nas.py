@@ -19,13 +19,15 @@ from utils.full_training import (
     full_training_path,
     read_full_training,
     train_full_uncached,
+    training_machine,
     write_full_training,
 )
 from utils.interpretation import CEILING, STABILITY, counted
 from utils.metrics import rank_correlations
 from utils.notebook import NotebookRun
 from utils.profiles import COURSE_NAS, NasSearch
-from utils.study import submit_evaluation
+from utils.results import MACHINE_COLUMN
+from utils.study import join_machines, submit_evaluation
 from utils.synthetic import SyntheticSet, synthetic_path
 
 FULL = "full-data accuracy (%)"
@@ -107,7 +109,10 @@ def search(run: NotebookRun, search: NasSearch) -> tuple[pd.DataFrame, dict[str,
                      "distilled accuracy std (%)": round(100 * distilled[arch].std(), 2),
                      "full-data time (s)": round(seconds(arch, search.full_epochs, seeds), 1),
                      "full-data time, 2x epochs (s)": round(seconds(arch, 2 * search.full_epochs, longer_seeds), 1),
-                     "distilled time (s)": round(sum(distilled[arch].train_seconds), 1)})
+                     "distilled time (s)": round(sum(distilled[arch].train_seconds), 1),
+                     MACHINE_COLUMN: join_machines([*(training_machine(full[arch, epochs, seed])
+                                                      for epochs, runs in budgets.items() for seed in runs),
+                                                    evaluations[arch].machine])})
         print(f"{search.name} {arch}: full data {rows[-1][FULL]}% ({rows[-1][LONGER]}% at 2x epochs), "
               f"distilled {rows[-1][DISTILLED]}%")
     table = pd.DataFrame(rows)

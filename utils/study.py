@@ -309,7 +309,7 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
         results: list[tuple[SetResult, SyntheticSet | None]] = []
         for i, unit in enumerate(units):
             if unit.method is None:
-                machine = _machines(p.machine for part in floors[i] for p in part.values())
+                machine = join_machines(p.machine for part in floors[i] for p in part.values())
                 results.append((SetResult(FLOOR, unit.data.name, unit.ipc, "-", merged_floor(floors[i]),
                                           machine=machine), None))
                 continue
@@ -318,13 +318,13 @@ def study_sets(run: NotebookRun, units: list[SetUnit], prefix: str, desc: str,
             curve_points = {iteration: curves[i][iteration].result() for iteration in sorted(curves[i])}
             results.append((SetResult(METHODS[unit.method].label, unit.data.name, unit.ipc, unit.init, evaluations,
                                       config["iterations_done"], config["wall_seconds"], config["peak_memory_mib"],
-                                      config, curve_points, _machines([ledger.machine_of(SYNTHETIC, keys[i]), *(
+                                      config, curve_points, join_machines([ledger.machine_of(SYNTHETIC, keys[i]), *(
                                           p.machine for p in [*finals[i].values(), *curves[i].values()])])),
                             sets[i]))
     return results
 
 
-def _machines(machines) -> str:
+def join_machines(machines) -> str:
     """Distinct machines in first-seen order, joined ('' when none is known)."""
     return "; ".join(dict.fromkeys(m for m in machines if m))
 

@@ -32,10 +32,12 @@ TIMING = ("time", "memory")   # columns that measure the machine, not the result
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray cluster of two one-CPU nodes on this machine (Ray's own `Cluster`), joined by this process."""
+    """A local Ray cluster on this machine (Ray's own `Cluster`), joined by this process: a head without CPUs, so
+    that every unit runs on one of its two one-CPU worker nodes (either can be removed)."""
     from ray.cluster_utils import Cluster
 
-    local = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    local = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    local.add_node(num_cpus=1)
     local.add_node(num_cpus=1)
     ray.init(address=local.address, include_dashboard=False, logging_level="warning", log_to_driver=False)
     local.wait_for_nodes()
@@ -147,21 +149,30 @@ def test_ray_study_equals_the_in_process_study_02_when_a_node_is_lost(local_02, 
                                                                       data_root, monkeypatch, caplog):
     """One node of the cluster is removed (its processes killed) while it runs an evaluation: the driver logs
     every unit it submits again, and the tables and sets equal the in-process run's. (The module's last Ray test:
-    the cluster keeps one node.)"""
+    the cluster keeps one worker node.)"""
     table, out, _ = local_02
-    doomed = next(iter(cluster.worker_nodes))
-    busy, evaluate, doomed_id = tmp_path / "unit-running-on-the-doomed-node", study._evaluate, doomed.node_id
+    busy, evaluate = tmp_path / "unit-running-on-the-doomed-node", study._evaluate
+    node_file = tmp_path / "doomed-node-id"
 
     def stalls_on_the_doomed_node(*args, **kwargs):
-        if ray.get_runtime_context().get_node_id() == doomed_id:
-            busy.touch()
-            time.sleep(600)   # its node is removed before this returns
+        try:   # the first unit to start claims its node as the one to remove, wherever Ray placed it
+            os.close(os.open(busy, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return evaluate(*args, **kwargs)
+        written = busy.with_suffix(".tmp")
+        written.write_text(ray.get_runtime_context().get_node_id())
+        os.replace(written, node_file)   # whole, so the remover never reads half an id
+        time.sleep(600)   # its node is removed before this returns
         return evaluate(*args, **kwargs)
 
+    removed = []
+
     def remove_when_busy():
-        while not busy.exists():
+        while not node_file.exists():
             time.sleep(0.05)
+        doomed = next(node for node in cluster.worker_nodes if node.node_id == node_file.read_text())
         cluster.remove_node(doomed, allow_graceful=False)
+        removed.append(doomed)
 
     monkeypatch.setattr(study, "_evaluate", stalls_on_the_doomed_node)
     remover = threading.Thread(target=remove_when_busy, daemon=True)
@@ -169,7 +180,7 @@ def test_ray_study_equals_the_in_process_study_02_when_a_node_is_lost(local_02, 
     with caplog.at_level(logging.WARNING, logger="utils.executor"):
         distributed = _study("02_gradient_matching", ray_executor, tmp_path, data_root)
     remover.join(timeout=60)
-    assert busy.exists() and doomed not in cluster.worker_nodes, "no unit ran on the node that was to be removed"
+    assert removed and removed[0] not in cluster.worker_nodes, "no unit ran on the node that was to be removed"
     retried = [r.getMessage() for r in caplog.records if "retrying it" in r.getMessage()]
     assert retried and all(re.fullmatch(r"gm study: unit \d+ \(\w+\) lost its worker or node \(\w+\); retrying "
                                         r"it, attempt 2 of 4", m) for m in retried), caplog.text

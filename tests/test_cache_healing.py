@@ -14,7 +14,7 @@ from PIL import Image
 from tests.fakes import fake_dataset
 from tests.test_reliability import EvaluationSettings, crafted, write_cifar_npz, write_mhist
 from utility import RunContext, SyntheticEvaluation, set_seed
-from utils import paths
+from utils import digest, paths
 from utils.data import DatasetFormatError, load_dataset
 from utils.distill import DistillTask, GradientMatchingConfig, distill
 from utils.distill.base import checkpoint_path, run_distillation
@@ -172,6 +172,21 @@ def test_cache_keys_change_with_the_torch_version(data, tmp_cache, monkeypatch):
     after = (checkpoint_path({"run": 1}), expert_dir(data, expert, FP32),
              full_training_path(data, FullTrainingConfig("CIFAR10"), CPU)[0])
     assert all(a != b for a, b in zip(before, after)), "checkpoint, expert or baseline key ignores torch's version"
+
+
+def test_a_cache_file_made_by_other_code_is_not_reused(data, tmp_cache, monkeypatch):
+    calls = []
+    run = SimpleNamespace(seed=0, precision="fp32", device=CPU,
+                          evaluate=lambda *a, **k: calls.append(1) or SyntheticEvaluation("ConvNet", [{"accuracy": 1}],
+                                                                                          [0.1]),
+                          profile=SimpleNamespace(name="smoke", evaluation=EvaluationSettings()))
+    evaluate_cached(run, data.x_train, data.y_train, data, dsa=False)
+    before = checkpoint_path({"run": 1}), full_training_path(data, FullTrainingConfig("CIFAR10"), CPU)[0]
+    monkeypatch.setattr(digest, "code_digest", lambda: "other code")
+    evaluate_cached(run, data.x_train, data.y_train, data, dsa=False)
+    assert len(calls) == 2, "an evaluation cached by other code was reused"
+    after = checkpoint_path({"run": 1}), full_training_path(data, FullTrainingConfig("CIFAR10"), CPU)[0]
+    assert all(a != b for a, b in zip(before, after)), "a checkpoint or baseline key ignores the code digest"
 
 
 # ----------------------------------------------------------------------------------------------- 11. small points

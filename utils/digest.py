@@ -20,8 +20,9 @@ def config_hash(config: dict) -> str:
 
 
 def versioned(key: dict) -> dict:
-    """`key` with the torch version, for cache keys of artefacts whose numbers depend on it."""
-    return {**key, "torch": str(torch.__version__)}
+    """`key` with the torch version and the code digest, for cache keys of artefacts whose numbers depend on them:
+    a cache file made by other code is never reused, nor recorded as a unit of this code's results."""
+    return {**key, "torch": str(torch.__version__), "code": code_digest()}
 
 
 _DIGESTS: dict[tuple, tuple[list[weakref.ref], str]] = {}

@@ -54,8 +54,9 @@ def machine_label(device: torch.device) -> str:
 
 
 def portable(key: dict) -> dict:
-    """`key` without the entries that say where it ran (`MACHINE_KEYS`), normalised to plain JSON."""
-    return json.loads(json.dumps({k: v for k, v in key.items() if k not in MACHINE_KEYS}, sort_keys=True,
+    """`key` without the entries that say where it ran (`MACHINE_KEYS`) and with which code (the stamp says that),
+    normalised to plain JSON."""
+    return json.loads(json.dumps({k: v for k, v in key.items() if k not in (*MACHINE_KEYS, "code")}, sort_keys=True,
                                  default=str))
 
 

@@ -120,6 +120,8 @@ def test_transfer_summary_reports_chance_level_architectures_and_gains():
             "(ConvNet)") in text
     assert "gains most on ConvNet (+8.35 points) and least on LeNet (-1.70 points)" in text
     assert "Averaged over the 2 distilled sets, ConvNet gains most (+9.75) and LeNet least (-0.75)" in text
+    with_machines = transfer("10.70 ± 1.70").assign(machine=["machine A", "machine B", "machine A"])
+    assert interpretation.transfer_summary(with_machines, chance=10.0) == text, "a machine column is not a network"
 
 
 def test_transfer_summary_follows_the_random_real_accuracy():

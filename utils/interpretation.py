@@ -178,7 +178,7 @@ def transfer_summary(table: pd.DataFrame, chance: float = 10.0, label_column: st
     """Cross-architecture table (03): each architecture's random-real accuracy against chance, and which
     architecture each distilled set gains most and least on over the random-real row of its dataset and size."""
     stds = {std_column(c) for c in table.columns}
-    architectures = [c for c in table.columns if c != label_column and c not in stds]
+    architectures = [c for c in table.columns if c.endswith(" (%)") and c not in stds]
     is_reference = table[label_column].astype(str).str.startswith(reference)
     references = {_set_key(r[label_column]): r for _, r in table[is_reference].iterrows()}
     lines = [f"**Random real images per architecture** (chance {chance:g} %; 'above chance' means by more than "

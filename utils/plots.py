@@ -192,7 +192,7 @@ def transfer_bars(table, label_column: str, title: str, chance: float | None = N
     one bar per set; the set whose label starts with `reference` is a dashed line with a ± std band over each group,
     `chance` a dotted line; `note` is printed under the panels."""
     stds = {std_column(c) for c in table.columns}
-    columns = [c for c in table.columns if c != label_column and c not in stds]
+    columns = [c for c in table.columns if c.endswith(" (%)") and c not in stds]
     panel_of = [(m.group(1), m.group(2)) if (m := re.search(r"(\w+), ipc (\d+)", str(label))) else ("", "")
                 for label in table[label_column]]
     panels = list(dict.fromkeys(panel_of))

@@ -156,37 +156,28 @@ def test_a_saved_set_with_bad_images_is_refused_by_name_and_redistilled(case, da
 # ------------------------------------------------------------------------------- 6. torch version in the keys
 
 
-def test_cache_keys_change_with_the_torch_version(data, tmp_cache, monkeypatch):
+@pytest.mark.parametrize("change", ["torch version", "code digest"])
+def test_cache_keys_change_with_the_torch_version_and_the_code(change, data, tmp_cache, monkeypatch):
     calls = []
     run = SimpleNamespace(seed=0, precision="fp32", device=CPU,
                           evaluate=lambda *a, **k: calls.append(1) or SyntheticEvaluation("ConvNet", [{"accuracy": 1}],
                                                                                           [0.1]),
                           profile=SimpleNamespace(name="smoke", evaluation=EvaluationSettings()))
     expert = ExpertConfig(num_experts=1, epochs=1)
-    evaluate_cached(run, data.x_train, data.y_train, data, dsa=False)
-    before = (checkpoint_path({"run": 1}), expert_dir(data, expert, FP32),
-              full_training_path(data, FullTrainingConfig("CIFAR10"), CPU)[0])
-    monkeypatch.setattr(torch, "__version__", "1.13.0")
-    evaluate_cached(run, data.x_train, data.y_train, data, dsa=False)
-    assert len(calls) == 2, "an evaluation made with another torch version was reused"
-    after = (checkpoint_path({"run": 1}), expert_dir(data, expert, FP32),
-             full_training_path(data, FullTrainingConfig("CIFAR10"), CPU)[0])
-    assert all(a != b for a, b in zip(before, after)), "checkpoint, expert or baseline key ignores torch's version"
 
+    def keys():
+        return (checkpoint_path({"run": 1}), expert_dir(data, expert, FP32),
+                full_training_path(data, FullTrainingConfig("CIFAR10"), CPU)[0])
 
-def test_a_cache_file_made_by_other_code_is_not_reused(data, tmp_cache, monkeypatch):
-    calls = []
-    run = SimpleNamespace(seed=0, precision="fp32", device=CPU,
-                          evaluate=lambda *a, **k: calls.append(1) or SyntheticEvaluation("ConvNet", [{"accuracy": 1}],
-                                                                                          [0.1]),
-                          profile=SimpleNamespace(name="smoke", evaluation=EvaluationSettings()))
     evaluate_cached(run, data.x_train, data.y_train, data, dsa=False)
-    before = checkpoint_path({"run": 1}), full_training_path(data, FullTrainingConfig("CIFAR10"), CPU)[0]
-    monkeypatch.setattr(digest, "code_digest", lambda: "other code")
+    before = keys()
+    if change == "torch version":
+        monkeypatch.setattr(torch, "__version__", "1.13.0")
+    else:
+        monkeypatch.setattr(digest, "code_digest", lambda: "other code")
     evaluate_cached(run, data.x_train, data.y_train, data, dsa=False)
-    assert len(calls) == 2, "an evaluation cached by other code was reused"
-    after = checkpoint_path({"run": 1}), full_training_path(data, FullTrainingConfig("CIFAR10"), CPU)[0]
-    assert all(a != b for a, b in zip(before, after)), "a checkpoint or baseline key ignores the code digest"
+    assert len(calls) == 2, f"an evaluation made with another {change} was reused"
+    assert all(a != b for a, b in zip(before, keys())), f"checkpoint, expert or baseline key ignores the {change}"
 
 
 # ----------------------------------------------------------------------------------------------- 11. small points

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -74,23 +75,23 @@ def test_notebook_markdown_claims_only_what_the_profile_runs(path, profile):
     assert not broken_claims(path, PROFILES[profile])
 
 
+def markdown_notebook(path: Path, text: str) -> Path:
+    """A notebook at `path` holding one markdown cell of `text`."""
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)]), path)
+    return path
+
+
 def test_a_claim_the_profile_does_not_run_is_found(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("Every method distils ipc 10 and 50 sets from real and from noise "
-                                              "initialisation. Does noise init catch up?")]
-    path = tmp_path / "05_mhist.ipynb"
-    nbformat.write(nb, path)
+    path = markdown_notebook(tmp_path / "05_mhist.ipynb", "Every method distils ipc 10 and 50 sets from real and "
+                             "from noise initialisation. Does noise init catch up?")
     found = broken_claims(path, PROFILES["cpu"])   # cpu: MHIST from real images only, ipc 10 and 50
     assert len(found) == 1 and found[0].startswith("noise initialisation: 'Every method distils")
     assert broken_claims(path, PROFILES["paper"]) == []
 
 
 def test_a_course_protocol_claim_needs_the_profile_to_evaluate_that_way(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("Every set is also evaluated the way the course report trained its "
-                                              "evaluation networks.")]
-    path = tmp_path / "07_distribution_matching.ipynb"
-    nbformat.write(nb, path)
+    path = markdown_notebook(tmp_path / "07_distribution_matching.ipynb", "Every set is also evaluated the way the "
+                             "course report trained its evaluation networks.")
     assert broken_claims(path, PROFILES["cpu"]) == []
     without = replace(PROFILES["cpu"], evaluation=replace(PROFILES["cpu"].evaluation, also=()))
     assert [claim.split(":")[0] for claim in broken_claims(path, without)] == [

@@ -62,7 +62,8 @@ def test_a_search_ranks_at_twice_the_epochs_reuses_its_units_and_reports_its_cos
     table, summary = nas.search(run, search)
     assert table["candidate"].tolist() == ["ConvNetD1", "ConvNetD2", "ConvNetD4"]
     assert table["depth"].tolist() == [1, 2, 4] and set(table["width"]) == {128}
-    assert table[nas.LONGER].between(0, 100).all() and (table["full-data time, 2x epochs (s)"] > 0).all()
+    # >= 0: 20 images can take under the table's 0.1 s
+    assert table[nas.LONGER].between(0, 100).all() and (table["full-data time, 2x epochs (s)"] >= 0).all()
     assert summary["dataset"] == "MNIST" and summary["full-data train images"] == 20
     assert summary["full-data epochs"] == search.full_epochs and summary["training set images"] == len(data.x_train)
     assert -1 <= summary["stability spearman (full data, budget vs 2x epochs)"] <= 1

@@ -13,7 +13,7 @@ import pytest
 import torch
 from fakes import fake_dataset
 
-from utils import executor, ledger, pipeline, provenance, study
+from utils import executor, ledger, pipeline, provenance, readme_results, study
 from utils.digest import _file_text, changed_files, code_digest, code_hashes
 from utils.distill import find_synthetic
 from utils.executor import LOCAL
@@ -163,3 +163,21 @@ def test_a_full_data_training_names_the_machine_it_ran_on_where_it_is_reused(tmp
     assert json.dumps(reused, sort_keys=True) == json.dumps(a, sort_keys=True), "machine A's unit is reused on B"
     assert [training_machine(r) for r in (reused, b)] == ["machine A", "machine B"]
     assert study.join_machines(["machine A", "", "machine B", "machine A"]) == "machine A; machine B"
+
+
+def test_the_summary_states_the_measured_compute_time_and_projections_at_its_digest_only(tmp_path):
+    for k, (machine, seconds) in enumerate([("machine A", 3600.0), ("machine B", 1800.0)]):
+        stamp = {"code": code_digest(), "notebook": "02_gradient_matching", "machine": machine,
+                 "precision": "bf16", "seconds": seconds}
+        (tmp_path / ledger.UNITS / "evaluation").mkdir(parents=True, exist_ok=True)
+        (tmp_path / ledger.UNITS / "evaluation" / f"{k}.json").write_text(json.dumps({"stamp": stamp}))
+    provenance.update(tmp_path, ["02_gradient_matching"], ["02_gradient_matching"])
+    provenance.write_projection(tmp_path, "cpu_avx2", {"hours": 4.25, "machine": "an AVX2-only CPU"})
+    (tmp_path / provenance.PROJECTIONS / "old.json").write_text(json.dumps({"hours": 9.0, "machine": "old code",
+                                                                         "code": "0ld0ld0ld0ld0ld0", "date": "x"}))
+    provenance.annotate_summary(tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    [line] = [line for line in summary.splitlines() if line.startswith(provenance.COMPUTE_PREFIX)]
+    assert "1.50 h measured" in line and "machine A; machine B" in line and "precision bf16" in line
+    assert "4.25 h projected for an AVX2-only CPU" in line and "old code" not in line
+    assert line in readme_results.render(summary.replace("## Provenance", "## Targets\n\n| a |\n\n## Provenance"))

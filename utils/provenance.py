@@ -1,7 +1,8 @@
 """What a results folder holds and where it came from: `<results>/provenance.json` (the code digest with its
 per-file hashes, the commit, the notebooks finished at that digest, what is missing), the status line that opens
 summary.md, the report and the README block (partial, or made by other code than the checkout's), and the
-per-notebook machine, precision and compute time summed from the unit records (`utils.ledger`)."""
+per-notebook machine, precision and compute time summed from the unit records (`utils.ledger`), and that time
+measured and projected for other machines (`<results>/projections/`, written by `benchmarks/avx2_projection.py`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ FILE = "provenance.json"
 PARTIAL_PREFIX = "**Partial results:**"
 CHANGED_PREFIX = "**Code changed since these results:**"
 CODE_PREFIX = "**Code:**"
+COMPUTE_PREFIX = "**Compute time:**"
+PROJECTIONS = "projections"
 SECTION = "## Provenance per notebook"
 
 
@@ -91,6 +94,44 @@ def per_notebook(results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["notebook", "machine", "precision", "units", "compute time (s)"])
 
 
+def write_projection(results_dir: str | Path, name: str, projection: dict) -> Path:
+    """Record a dry-run projection of these results' compute time on another machine as
+    `<results>/projections/<name>.json`, stamped with the checkout's code digest (it is shown only beside results
+    at that digest); `projection` holds at least `hours` (total) and `machine` (what it projects for)."""
+    record = {**projection, "code": code_digest(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+    return atomic_write(Path(results_dir, PROJECTIONS, f"{name}.json"), lambda p: p.write_text(text))
+
+
+def projections(results_dir: str | Path) -> list[dict]:
+    """The projections recorded at the results' code digest, by file name (unreadable ones left out)."""
+    digest, found = read(results_dir).get("code"), []
+    for path in sorted(Path(results_dir, PROJECTIONS).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("code") == digest and "hours" in record:
+            found.append(record)
+    return found
+
+
+def compute_line(results_dir: str | Path) -> str:
+    """'**Compute time:** … h measured …; … h projected …': the sum of the unit times with their machines and
+    precisions, then each projection at the same digest (empty without unit records)."""
+    table = per_notebook(results_dir)
+    if table.empty:
+        return ""
+    units = table[table["notebook"] != "total"]
+    machines = "; ".join(sorted({m for cell in units["machine"] for m in cell.split("; ")}))
+    precisions = "/".join(sorted({p for cell in units["precision"] for p in cell.split("/")}))
+    parts = [f"{table['compute time (s)'].iloc[-1] / 3600:.2f} h measured (the sum of the unit times) on {machines}, "
+             f"precision {precisions}"]
+    parts += [f"{p['hours']:.2f} h projected for {p['machine']} ({p.get('how', 'dry run')}, {p['date'][:10]})"
+              for p in projections(results_dir)]
+    return f"{COMPUTE_PREFIX} " + "; ".join(parts) + "."
+
+
 def annotate_summary(results_dir: str | Path) -> Path:
     """Open `<results>/summary.md` with the `status_line` and end it with the code line and the per-notebook
     provenance (replacing earlier ones); a folder without summary.md (a run stopped before 08) gets one holding
@@ -105,7 +146,9 @@ def annotate_summary(results_dir: str | Path) -> Path:
     while lines and lines[-1] == "":
         lines.pop()
     status, table = status_line(results_dir), per_notebook(results_dir)
+    compute = compute_line(results_dir)
     body = [*([status, ""] if status else []), *lines, "", SECTION, "", code_line(results_dir), "",
+            *([compute, ""] if compute else []),
             "Each notebook's machine(s), precision(s) and compute time: the sum of the wall seconds of its units "
             "(evaluations, trainings, expert buffers, distillations) recorded under `units/`.", "",
             table.to_markdown(index=False) if len(table) else "No unit records yet.", ""]

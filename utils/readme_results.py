@@ -8,7 +8,7 @@ from pathlib import Path
 
 from utils.comparison import STAMP_PREFIX, TARGETS_TITLE
 from utils.paths import PROJECT_ROOT, RESULTS_DIR
-from utils.provenance import CHANGED_PREFIX, CODE_PREFIX, PARTIAL_PREFIX
+from utils.provenance import CHANGED_PREFIX, CODE_PREFIX, COMPUTE_PREFIX, PARTIAL_PREFIX
 from utils.results import atomic_write
 
 START = "<!-- results:start -->"
@@ -34,7 +34,7 @@ def targets_lines(summary_text: str) -> list[str]:
 def render(summary_text: str) -> str:
     """The README block (without the markers) for a summary.md's text: its status line (partial results, changed
     code) first where it has one, its run stamp, code digest and targets table, or one line saying that the summary
-    predates the targets table."""
+    predates the targets table; its compute-time line (measured and projected) follows the code digest."""
     note = ("<!-- generated from results/summary.md by `python -m utils.readme_results` "
             "(and by `make results`); do not edit by hand -->")
     table = targets_lines(summary_text)
@@ -45,7 +45,9 @@ def render(summary_text: str) -> str:
     stamp = next((line for line in lines if line.startswith(STAMP_PREFIX)),
                  f"{STAMP_PREFIX} wall time, machine and commit not recorded in results/summary.md.")
     status = [line for line in lines[:1] if line.startswith((PARTIAL_PREFIX, CHANGED_PREFIX))]
-    code = [line for line in lines if line.startswith(CODE_PREFIX)][:1]
+    firsts = (next((line for line in lines if line.startswith(prefix)), None)
+              for prefix in (CODE_PREFIX, COMPUTE_PREFIX))
+    code = [line for line in firsts if line]
     return "\n".join([*(f"{line}\n" for line in status), note, "",
                       f"{TARGETS_TITLE}, from [`results/summary.md`](results/summary.md):", "", stamp,
                       *("\n" + line for line in code), "", *table])

@@ -102,10 +102,11 @@ def test_study_completes_when_a_worker_dies(local_02, ray_executor, tmp_path, da
     evaluate = study._evaluate
 
     def dies_once(*args, **kwargs):
-        if not marker.exists():
-            marker.touch()
-            os._exit(1)
-        return evaluate(*args, **kwargs)
+        try:   # created atomically: of two units starting together, only the first dies
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return evaluate(*args, **kwargs)
+        os._exit(1)
 
     monkeypatch.setattr(study, "_evaluate", dies_once)
     with caplog.at_level(logging.WARNING, logger="utils.executor"):

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import utility  # noqa: E402
-from utils.dry_run import dry_run  # noqa: E402
+from utils.dry_run import dry_run, hours_per_notebook  # noqa: E402
 from utils.paths import RESULTS_DIR  # noqa: E402
 from utils.profiles import PROFILES  # noqa: E402
 from utils.provenance import write_projection  # noqa: E402
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     print(how, flush=True)
     table = dry_run(PROFILES[args.profile], cpu, measure=True)
     print(table.to_markdown(index=False))
-    per_notebook = table.groupby("notebook")["projected hours"].sum().round(3)
+    per_notebook = hours_per_notebook(table).round(3)
     hours = float(per_notebook.sum())
     print(f"\nprojected hours per notebook: {per_notebook.to_dict()}, total {hours:.2f} h")
     path = write_projection(args.results_dir, f"{args.profile}_avx2", {

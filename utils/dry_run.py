@@ -335,6 +335,11 @@ def dry_run(profile: Profile, device: torch.device, measure: bool = False,
     return pd.DataFrame(rows)
 
 
+def hours_per_notebook(table: pd.DataFrame) -> pd.Series:
+    """The projected hours of a measured `dry_run` table, summed per notebook."""
+    return table.groupby("notebook")["projected hours"].sum()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: print the table and the projected total; non-zero exit if a unit would fail."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -349,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.match)
     print(table.to_markdown(index=False))
     if args.measure:
-        per_notebook = table.groupby("notebook")["projected hours"].sum().round(2)
+        per_notebook = hours_per_notebook(table).round(2)
         print("\nprojected hours per notebook:", per_notebook.to_dict(), f"total {per_notebook.sum():.1f} h on",
               device, f"(peak {table['peak memory (MiB)'].max():.0f} MiB)")
     failures = table[table["check"] != "ok"]

@@ -116,10 +116,9 @@ def projections(results_dir: str | Path) -> list[dict]:
     return found
 
 
-def compute_line(results_dir: str | Path) -> str:
-    """'**Compute time:** … h measured …; … h projected …': the sum of the unit times with their machines and
-    precisions, then each projection at the same digest (empty without unit records)."""
-    table = per_notebook(results_dir)
+def compute_line(results_dir: str | Path, table: pd.DataFrame) -> str:
+    """'**Compute time:** … h measured …; … h projected …': the sum of the unit times of `table` (`per_notebook`)
+    with their machines and precisions, then each projection at the same digest (empty without unit records)."""
     if table.empty:
         return ""
     units = table[table["notebook"] != "total"]
@@ -146,7 +145,7 @@ def annotate_summary(results_dir: str | Path) -> Path:
     while lines and lines[-1] == "":
         lines.pop()
     status, table = status_line(results_dir), per_notebook(results_dir)
-    compute = compute_line(results_dir)
+    compute = compute_line(results_dir, table)
     body = [*([status, ""] if status else []), *lines, "", SECTION, "", code_line(results_dir), "",
             *([compute, ""] if compute else []),
             "Each notebook's machine(s), precision(s) and compute time: the sum of the wall seconds of its units "

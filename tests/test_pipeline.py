@@ -3,6 +3,7 @@ committed results/ folder is never touched; the pipeline and profiles reject bad
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 
@@ -141,12 +142,12 @@ def test_every_profile_configures_every_method_for_its_study(name):
     profile = get_profile(name)
     for method in METHODS:
         for dataset in profile.study.datasets:
-            for ipc in profile.study.ipcs:
-                config = profile.method_config(method, dataset, ipc)
+            for ipc, init in itertools.product(profile.study.ipcs, profile.study.inits):
+                config = profile.method_config(method, dataset, ipc, init)
                 if method == "gm":
                     config.loops_for(ipc)
-        for ipc in profile.mhist.ipcs:
-            config = profile.mhist.method_config(method, ipc)
+        for ipc, init in itertools.product(profile.mhist.ipcs, profile.mhist.inits):
+            config = profile.mhist.method_config(method, ipc, init)
             assert config.architecture == f"ConvNetD{profile.mhist.depth}W{profile.mhist.width}"
             if method == "gm":
                 config.loops_for(ipc)
@@ -163,3 +164,15 @@ def test_a_method_budget_can_differ_per_dataset():
         per_dataset.method_config("dm", "SVHN", 1)
     with pytest.raises(ValueError, match="No dm configuration for ipc=10"):
         per_dataset.method_config("dm", "CIFAR10", 10)
+
+
+def test_a_method_budget_can_differ_per_init_below_its_dataset():
+    per_init = replace(SMOKE, methods={**SMOKE.methods, "dm": {
+        "MNIST": {"real": DistributionMatchingConfig(iterations=3), "noise": {1: DistributionMatchingConfig(
+            iterations=5)}}, "CIFAR10": DistributionMatchingConfig(iterations=7)}})
+    assert per_init.method_config("dm", "MNIST", 1, "real").iterations == 3
+    assert per_init.method_config("dm", "MNIST", 1, "noise").iterations == 5
+    assert per_init.method_config("dm", "CIFAR10", 1, "noise").iterations == 7, "init only where it is keyed"
+    assert per_init.method_config("dm", "CIFAR10", 1).iterations == 7
+    with pytest.raises(ValueError, match="No dm configuration for init=None; this profile has noise, real"):
+        per_init.method_config("dm", "MNIST", 1)

@@ -314,13 +314,11 @@ def test_expert_buffers_are_keyed_by_device_class():
     assert on_cpu == expert_dir(data, config, RunContext(0, "cpu", "fp32"))
 
 
-def test_a_set_started_from_real_images_takes_its_own_image_lr():
-    data = fake_dataset("MNIST", 2, (1, 8, 8), 4)
-    for init, lr in (("real", 10.0), ("noise", 100.0)):
-        assert make(data, init=init, lr_img_real=10.0).optimizer.param_groups[0]["lr"] == lr
-    config = TrajectoryMatchingConfig(lr_img=1000.0, lr_img_real=100.0)
-    assert (config.image_lr("real"), config.image_lr("noise")) == (100.0, 1000.0)
-    assert TrajectoryMatchingConfig(lr_img=1000.0).image_lr("real") == 1000.0
-    assert PROFILES["cpu"].method_config("mtt", "MNIST", 10).image_lr("real") == 100.0
-    with pytest.raises(ValueError, match="lr_img_real must be a positive number"):
-        TrajectoryMatchingConfig(lr_img_real=0.0)
+def test_cpu_mnist_sets_from_real_images_match_later_shorter_segments_of_one_shared_buffer():
+    cpu = PROFILES["cpu"]
+    real, noise = (cpu.method_config("mtt", "MNIST", 10, init) for init in ("real", "noise"))
+    assert (real.lr_img, real.expert_epochs, real.max_start_epoch) == (100.0, 1, 7)
+    assert (noise.lr_img, noise.expert_epochs, noise.max_start_epoch) == (1000.0, 2, 2)
+    assert real.expert_config() == noise.expert_config(), "both inits train on one expert buffer"
+    with pytest.raises(ValueError, match=r"No mtt configuration for init=None; this profile has noise, real"):
+        cpu.method_config("mtt", "MNIST", 10)

@@ -127,7 +127,7 @@ def profile_units(profile: Profile) -> list[Unit]:
                 units += _evaluations(notebook, f"random real {name} ipc{ipc}", name, side, "ConvNet", n,
                                       floor_runs, tuple((epochs[v], v) for v in floor_variants))
                 for init in study.inits:
-                    config = profile.method_config(method, name, ipc)
+                    config = profile.method_config(method, name, ipc, init)
                     units += _distillation(notebook, method, name, side, ipc, init, config)
                     units += _evaluations(notebook, f"{method} {name} ipc{ipc} {init}", name, side, "ConvNet", n,
                                           evaluation.n_models, tuple((epochs[v], v) for v in variants))
@@ -146,7 +146,7 @@ def profile_units(profile: Profile) -> list[Unit]:
         for method in METHODS:
             for init in mhist.inits:
                 units += _distillation("05", method, "MHIST", mhist.im_size, ipc, init,
-                                       mhist.method_config(method, ipc))
+                                       mhist.method_config(method, ipc, init))
                 units += _evaluations("05", f"{method} MHIST ipc{ipc} {init}", "MHIST", mhist.im_size,
                                       mhist.architecture, 2 * ipc, mhist.n_models + curve_runs,
                                       ((mhist.eval_epochs, "dsa"),))

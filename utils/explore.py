@@ -25,7 +25,7 @@ def distiller_for(run: NotebookRun, method: str, dataset: str, ipc: int, init: s
     configuration, the run's seed, device and precision, and the method's inputs (MTT: its expert buffer)."""
     record = METHODS[method]
     data = run.load(dataset)
-    config = run.profile.method_config(method, dataset, ipc)
+    config = run.profile.method_config(method, dataset, ipc, init)
     set_seed(run.seed)
     return record.distiller(data, DistillTask(dataset, ipc, init), config, run.context,
                             **record.inputs(data, config, run.context))

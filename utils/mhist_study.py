@@ -44,7 +44,7 @@ def distilled_sets(run: NotebookRun, data: Dataset, prefix: str) -> tuple[list[S
     units = []
     for ipc in s.ipcs:
         units.append(SetUnit(data, ipc))
-        units += [SetUnit(data, ipc, method, init, s.method_config(method, ipc))
+        units += [SetUnit(data, ipc, method, init, s.method_config(method, ipc, init))
                   for method in METHODS for init in s.inits]
     studied = study_sets(run, units, prefix, "MHIST study", **evaluation)
     write_curves(run, [result for result, _ in studied], prefix, "balanced_accuracy")

@@ -196,6 +196,14 @@ def in_written_order(paths: list[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: (*_written(p), p.name))
 
 
+def _iterations(by_init: dict) -> str:
+    """A set's distillation iterations: one number where every init has the same, else one per init."""
+    counts = {init: config.iterations for init, config in by_init.items()}
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values())):,}"
+    return ", ".join(f"{n:,} ({init})" for init, n in counts.items())
+
+
 def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
@@ -232,12 +240,13 @@ def protocol_card(profile_name: str, number: str) -> dict[str, str]:
         method = {"02": "gm", "06": "mtt", "07": "dm"}[number]
         study = profile.study
         variants = study.variants if number == "02" else ("dsa",)
-        budgets = {f"{d}, ipc {ipc}": profile.method_config(method, d, ipc) for d in study.datasets
-                   for ipc in study.ipcs}
+        budgets = {f"{d}, ipc {ipc}": {init: profile.method_config(method, d, ipc, init) for init in study.inits}
+                   for d in study.datasets for ipc in study.ipcs}
         return {"sets": f"{', '.join(study.datasets)}; ipc {', '.join(map(str, study.ipcs))}; "
                         f"init {', '.join(study.inits)}",
-                "distillation iterations": "; ".join(f"{k}: {c.iterations:,}" for k, c in budgets.items()),
-                "ZCA": _yes_no(any(getattr(c, "zca", False) for c in budgets.values())),
+                "distillation iterations": "; ".join(f"{k}: {_iterations(c)}" for k, c in budgets.items()),
+                "ZCA": _yes_no(any(getattr(c, "zca", False) for by_init in budgets.values()
+                                   for c in by_init.values())),
                 "evaluation network": ev.architecture, "networks per set": str(ev.n_models),
                 "evaluation epochs": "; ".join(f"{ev.dsa_epochs if v == 'dsa' else ev.epochs} "
                                                f"({'with' if v == 'dsa' else 'without'} DSA)" for v in variants),
@@ -273,8 +282,9 @@ def protocol_card(profile_name: str, number: str) -> dict[str, str]:
         m = profile.mhist
         return {"images": f"{m.im_size}×{m.im_size}", "network": m.architecture,
                 "sets": f"ipc {', '.join(map(str, m.ipcs))}; init {', '.join(m.inits)}",
-                "distillation iterations": "; ".join(f"{k}: {m.method_config(k, ipc).iterations:,} (ipc {ipc})"
-                                                     for k in ("gm", "dm", "mtt") for ipc in m.ipcs),
+                "distillation iterations": "; ".join(
+                    f"{k}: {_iterations({init: m.method_config(k, ipc, init) for init in m.inits})} (ipc {ipc})"
+                    for k in ("gm", "dm", "mtt") for ipc in m.ipcs),
                 "evaluation epochs": f"{m.eval_epochs} (with DSA)", "networks per set": str(m.n_models),
                 "also evaluated": _also(ev), "accuracy-vs-iterations curve": _curve(ev),
                 "full-data baseline": f"{m.baseline_epochs} epochs", "test images": test_images}

@@ -380,7 +380,7 @@ def distillation_study(run: NotebookRun, method: str, prefix: str,
         data = run.load(name)
         for ipc in study.ipcs:
             units.append(SetUnit(data, ipc))
-            units += [SetUnit(data, ipc, method, init, run.profile.method_config(method, name, ipc))
+            units += [SetUnit(data, ipc, method, init, run.profile.method_config(method, name, ipc, init))
                       for init in study.inits]
     studied = study_sets(run, units, prefix, f"{method} study", variants=variants)
     results = [result for result, _ in studied]

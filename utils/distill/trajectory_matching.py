@@ -63,9 +63,6 @@ class TrajectoryMatchingConfig:
     expert_epochs: int = 2
     max_start_epoch: int = 20
     lr_img: float = 100.0
-    # image lr of a set started from real images (None: lr_img); those need a smaller step than noise, since a
-    # step sized for noise carries good real images past the matching's useful range (issue 26, MNIST)
-    lr_img_real: float | None = None
     lr_lr: float = 1e-5
     lr_teacher: float = 0.001
     momentum: float = 0.5
@@ -78,14 +75,8 @@ class TrajectoryMatchingConfig:
     architecture: str = "ConvNet"
     checkpoint_every: int = 10
 
-    def image_lr(self, init: str) -> float:
-        """The image lr of a set started from `init` ('real' or 'noise')."""
-        return self.lr_img_real if init == "real" and self.lr_img_real is not None else self.lr_img
-
     def __post_init__(self):
         check_positive_ints(self, "iterations", "syn_steps", "expert_epochs", "max_start_epoch", "num_experts")
-        if self.lr_img_real is not None and not self.lr_img_real > 0:
-            raise ValueError(f"lr_img_real must be a positive number or None (use lr_img), got {self.lr_img_real}")
         if self.batch_syn is not None and self.batch_syn < 1:
             raise ValueError(f"batch_syn must be a positive integer or None (all images), got {self.batch_syn}")
         if self.lr_teacher < MIN_LR:
@@ -133,7 +124,7 @@ class TrajectoryMatching(SyntheticImages):
                  experts: list[list[torch.Tensor]]):
         self.experts = [torch.stack(trajectory) for trajectory in experts]
         super().__init__(zca_whiten(data) if config.zca else data, task, config, context,
-                         lr_img=config.image_lr(task.init), momentum=config.momentum)
+                         lr_img=config.lr_img, momentum=config.momentum)
         self.net = get_network(config.architecture, data.channels, data.num_classes, data.im_size).to(self.device)
         self.shapes = [(name, p.shape) for name, p in self.net.named_parameters()]
         size = sum(p.numel() for p in self.net.parameters())

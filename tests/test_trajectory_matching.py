@@ -317,7 +317,7 @@ def test_expert_buffers_are_keyed_by_device_class():
 def test_cpu_mnist_sets_from_real_images_match_later_shorter_segments_of_one_shared_buffer():
     cpu = PROFILES["cpu"]
     real, noise = (cpu.method_config("mtt", "MNIST", 10, init) for init in ("real", "noise"))
-    assert (real.lr_img, real.expert_epochs, real.max_start_epoch) == (100.0, 1, 7)
+    assert (real.lr_img, real.expert_epochs, real.max_start_epoch) == (100.0, 1, 15)
     assert (noise.lr_img, noise.expert_epochs, noise.max_start_epoch) == (1000.0, 2, 2)
     assert real.expert_config() == noise.expert_config(), "both inits train on one expert buffer"
     with pytest.raises(ValueError, match=r"No mtt configuration for init=None; this profile has noise, real"):

@@ -131,10 +131,11 @@ ACCURACY_TARGETS = (
       if (dataset, method) != ("MNIST", "mtt")),
     ("MNIST", "mtt", "real", 95.0, "issue 10"), ("MNIST", "mtt", "noise", 90.0, "issue 26"),
 )
-# MHIST (issue 10), per ipc: the best distilled set beats random real images of the same size by at least this many
-# points of balanced accuracy, by more than either std, and its accuracy exceeds the majority class's (%):
-# (ipc, minimum gain in points, majority-class accuracy).
-MHIST_TARGETS = (("10", 3.0, 63.2), ("50", 3.0, 63.2))
+# MHIST, per ipc: the best distilled set beats random real images of the same size by at least this many points of
+# balanced accuracy (0: any), by more than either std, and its accuracy exceeds the majority class's (%):
+# (ipc, minimum gain in points, majority-class accuracy, source). Issue 26 keeps issue 10's 3 points at ipc 10 and
+# asks only for a gap beyond the stds at ipc 50; issue 10's bar at ipc 50 stays beside it.
+MHIST_TARGETS = (("10", 3.0, 63.2, "issues 10 and 26"), ("50", 0.0, 63.2, "issue 26"), ("50", 3.0, 63.2, "issue 10"))
 # Sets that must beat the random-real floor of their size by more than both stds, whatever the number (issue 26:
 # the course report has no MNIST trajectory-matching number): (dataset, method key, init, source).
 FLOOR_TARGETS = (("MNIST", "mtt", "real", "issue 26"),)
@@ -308,13 +309,13 @@ def targets_table(table: pd.DataFrame, profile: str, curves: pd.DataFrame | None
                         "met": "yes" if gap > max(ours[1], below[1]) else "no"})
         rows.append(row)
     balanced = "balanced accuracy with DSA (%)"
-    for size, gain_needed, majority in MHIST_TARGETS:
+    for size, gain_needed, majority, source in MHIST_TARGETS:
         group = table[(table["dataset"] == "MHIST") & (ipc == size)]
         sets, floor = distilled_only(group), group[group["method"] == FLOOR]
         sets = sets[sets[balanced].notna()]
-        row = {"dataset": "MHIST", "method": f"best distilled set vs random real, ipc {size}", "init": "-",
-               TARGET_COLUMN: f"≥ {gain_needed:.1f} points balanced accuracy over random real, gap > both stds; "
-                              f"accuracy > {majority:g} % majority class",
+        minimum = f"≥ {gain_needed:.1f} points balanced accuracy over random real, " if gain_needed else ""
+        row = {"dataset": "MHIST", "method": f"best distilled set vs random real, ipc {size} ({source})", "init": "-",
+               TARGET_COLUMN: f"{minimum}gap > both stds; accuracy > {majority:g} % majority class",
                run_column: "-", "networks": "-", "met": "not run"}
         full = table[(table["dataset"] == "MHIST") & (table["method"] == FULL_DATA)]
         if len(full) and pd.notna(full[balanced].iloc[0]):
